@@ -1,0 +1,67 @@
+"""Log-mel spectrogram and MFCC in plain torch, framed exactly like the wav2vec2 feature encoder.
+
+wav2vec2's convolutional encoder has a 400-sample (25 ms) receptive field and a 320-sample (20 ms) stride at
+16 kHz; a stack of unpadded convolutions yields exactly the windows [t * stride, t * stride + field) that fit in
+the signal. Using that window and hop here makes spectral frame t cover the same samples as encoder frame t, so
+one frame mask serves all three speech branches. (CA-MSER used a 40 ms window and 10 ms hop for its MFCCs; we
+trade that finer hop for exact alignment.)
+"""
+
+import math
+
+import torch
+from torch import nn
+
+
+def hz_to_mel(hz):
+    # HTK mel scale
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def mel_filter_bank(num_mel_bins, n_fft, sampling_rate, f_min=0.0, f_max=None):
+    """Triangular HTK-mel filters, shape (n_fft // 2 + 1, num_mel_bins)."""
+    f_max = f_max or sampling_rate / 2
+    fft_freqs = torch.linspace(0.0, sampling_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    mel_points = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), num_mel_bins + 2, dtype=torch.float64)
+    hz_points = 700.0 * (10.0 ** (mel_points / 2595.0) - 1.0)
+    lower, centre, upper = hz_points[:-2], hz_points[1:-1], hz_points[2:]
+    rising = (fft_freqs[:, None] - lower) / (centre - lower)
+    falling = (upper - fft_freqs[:, None]) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+
+
+def dct_matrix(num_mfcc, num_mel_bins):
+    """Orthonormal DCT-II basis, shape (num_mel_bins, num_mfcc): mfcc = log_mel @ dct."""
+    n = torch.arange(num_mel_bins, dtype=torch.float64)
+    k = torch.arange(num_mfcc, dtype=torch.float64)
+    basis = torch.cos(math.pi / num_mel_bins * (n[:, None] + 0.5) * k[None, :]) * math.sqrt(2.0 / num_mel_bins)
+    basis[:, 0] /= math.sqrt(2.0)
+    return basis.float()
+
+
+class SpectralFeatures(nn.Module):
+    """waveform (B, L) -> log-mel (B, T, num_mel_bins) and MFCC (B, T, num_mfcc), T = floor((L - window) / hop) + 1."""
+
+    def __init__(self, num_mel_bins=64, num_mfcc=40, sampling_rate=16_000, window_length=400, hop_length=320,
+                 n_fft=512):
+        super().__init__()
+        self.window_length = window_length
+        self.hop_length = hop_length
+        self.n_fft = n_fft
+        # Derived from the config, so not saved in checkpoints.
+        self.register_buffer("window", torch.hann_window(window_length, periodic=True), persistent=False)
+        self.register_buffer("mel_filters", mel_filter_bank(num_mel_bins, n_fft, sampling_rate), persistent=False)
+        self.register_buffer("dct", dct_matrix(num_mfcc, num_mel_bins), persistent=False)
+
+    def num_frames(self, num_samples):
+        return torch.div(num_samples - self.window_length, self.hop_length, rounding_mode="floor") + 1
+
+    def forward(self, waveform):
+        # Spectra in float32 even under bf16 autocast: log of tiny powers is not representable in bf16.
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            frames = waveform.float().unfold(-1, self.window_length, self.hop_length)  # (B, T, 400)
+            spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft)  # (B, T, n_fft // 2 + 1)
+            power = spectrum.real.square() + spectrum.imag.square()
+            log_mel = torch.log(power @ self.mel_filters + 1e-6)  # (B, T, num_mel_bins)
+            mfcc = log_mel @ self.dct  # (B, T, num_mfcc)
+        return log_mel, mfcc
