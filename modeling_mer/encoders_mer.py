@@ -162,14 +162,18 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         self.model = AutoModel.from_config(audio_config)
         self.min_samples = receptive_field(audio_config)
-        self.first_norm = None
         first_layer = self.model.feature_extractor.conv_layers[0]
         if isinstance(getattr(first_layer, "layer_norm", None), nn.GroupNorm):
             first_layer.layer_norm = MaskedGroupNorm.replacing(first_layer.layer_norm)
-            self.first_norm = first_layer.layer_norm
         self.layer_sum = (LayerWeightedSum(audio_config.num_hidden_layers + 1)
                           if config.use_weighted_layer_sum else None)
         self.prosody = ProsodyBranch(config, audio_config) if config.use_prosody_branch else None
+
+    @property
+    def first_norm(self):
+        """The masked group norm of the first conv layer, or None for layer-norm feature encoders."""
+        norm = getattr(self.model.feature_extractor.conv_layers[0], "layer_norm", None)
+        return norm if isinstance(norm, MaskedGroupNorm) else None
 
     def check_lengths(self, audio_attention_mask):
         lengths = audio_attention_mask.sum(-1)

@@ -15,8 +15,16 @@ from transformers.utils import ModelOutput
 
 from .configuration_mer import MERConfig
 from .encoders_mer import SpeechEncoder, TextEncoder
-from .fusion_mer import CrossmodalTransformer, FocusAttention, FusionLayer, masked_max, masked_mean, sinusoidal_positions
+from .fusion_mer import (
+    CrossmodalTransformer,
+    FocusAttention,
+    FusionLayer,
+    masked_max,
+    masked_mean,
+    sinusoidal_positions,
+)
 from .losses_mer import joint_loss
+from .spectral_mer import SpectralFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +104,9 @@ class MERPreTrainedModel(PreTrainedModel):
             init.normal_(module.focus_global, std=module.head_dim ** -0.5)
             init.normal_(module.focus_centre, std=self.config.initializer_range)
             init.normal_(module.focus_width, std=self.config.initializer_range)
+        elif isinstance(module, SpectralFeatures):
+            for name, value in module.buffer_values().items():
+                init.copy_(getattr(module, name), value)
         elif isinstance(module, nn.LSTM):
             for name, parameter in module.named_parameters():
                 if "weight" in name:

@@ -48,10 +48,20 @@ class SpectralFeatures(nn.Module):
         self.window_length = window_length
         self.hop_length = hop_length
         self.n_fft = n_fft
-        # Derived from the config, so not saved in checkpoints.
-        self.register_buffer("window", torch.hann_window(window_length, periodic=True), persistent=False)
-        self.register_buffer("mel_filters", mel_filter_bank(num_mel_bins, n_fft, sampling_rate), persistent=False)
-        self.register_buffer("dct", dct_matrix(num_mfcc, num_mel_bins), persistent=False)
+        self.num_mel_bins = num_mel_bins
+        self.num_mfcc = num_mfcc
+        self.sampling_rate = sampling_rate
+        # Derived from the config, so not saved in checkpoints; `_init_weights` refills them after a meta-device
+        # load (transformers 5 builds models on the meta device and only restores saved tensors).
+        for name, value in self.buffer_values().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def buffer_values(self):
+        return {
+            "window": torch.hann_window(self.window_length, periodic=True),
+            "mel_filters": mel_filter_bank(self.num_mel_bins, self.n_fft, self.sampling_rate),
+            "dct": dct_matrix(self.num_mfcc, self.num_mel_bins),
+        }
 
     def num_frames(self, num_samples):
         return torch.div(num_samples - self.window_length, self.hop_length, rounding_mode="floor") + 1

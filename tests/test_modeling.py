@@ -88,7 +88,7 @@ def test_stock_group_norm_would_break_padding_invariance():
     first_layer = stock.model.feature_extractor.conv_layers[0]
     first_layer.layer_norm = torch.nn.GroupNorm(32, 32).requires_grad_(False)
     first_layer.layer_norm.load_state_dict(masked.first_norm.state_dict())
-    stock.first_norm = None
+    assert stock.first_norm is None and masked.first_norm is not None
     waveforms = torch.randn(2, 6400)
     mask = torch.ones(2, 6400, dtype=torch.long)
     mask[1, 700:] = 0
