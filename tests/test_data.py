@@ -1,0 +1,499 @@
+"""Corpus loading and folds on an IEMOCAP-format tree written here, with every quirk of the real release.
+
+Expected counts are written out by hand from TREE below (not computed by the code under test).
+"""
+
+import csv
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+
+from modeling_mer.audio_io_mer import load_audio
+from modeling_mer.data import (
+    CorpusError,
+    leave_one_session_out,
+    leave_one_speaker_out,
+    leave_speakers_out,
+    load_corpus,
+    load_iemocap,
+    session5_split,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# session -> dialog -> emotion codes of its utterances in order; utterance i is spoken by F if i is even.
+TREE = {
+    1: {"Ses01F_impro01": ["neu", "hap", "exc", "sad", "ang", "fru", "xxx"], "Ses01M_script01_1": ["neu", "ang", "sad"]},
+    2: {"Ses02F_impro02": ["neu", "neu", "hap", "sad", "sur"], "Ses02M_script02_2": ["exc", "exc", "ang", "oth"]},
+    3: {"Ses03M_impro05a": ["neu", "sad", "dis"], "Ses03M_impro05b": ["hap", "ang", "ang"],
+        "Ses03F_script03_1": ["fea", "neu"]},
+    4: {"Ses04F_impro04": ["neu", "exc", "sad", "ang", "xxx", "xxx"]},
+    5: {"Ses05M_impro03": ["hap", "hap", "exc", "neu", "sad", "ang", "fru"]},
+}
+# 4-class counts per session, by hand from TREE: (neutral, happy = hap+exc, sad, angry).
+EXPECTED_4CLASS = {1: (2, 2, 2, 2), 2: (2, 3, 1, 1), 3: (2, 1, 1, 2), 4: (1, 1, 1, 1), 5: (1, 3, 1, 1)}
+EXPECTED_NO_EXC_TOTAL = 31 - 5  # five exc utterances
+EXPECTED_ALL_TOTAL = 40
+
+CP1252_TEXT = "It\u2019s fine."  # byte 0x92 is a curly apostrophe in cp1252 and invalid UTF-8
+NO_TRANSCRIPT_ID = "Ses04F_impro04_M003"
+
+
+def _utterance_id(dialog, index):
+    return f"{dialog}_{'F' if index % 2 == 0 else 'M'}{index:03d}"
+
+
+def _duration(index):
+    return 0.05 + 0.01 * index  # seconds; distinct per position so the duration column is checkable
+
+
+def _write_wav(path, seconds, sampling_rate=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
+    sf.write(path, 0.1 * np.sin(2 * np.pi * 220 * t), sampling_rate, subtype="PCM_16")
+
+
+def write_iemocap_tree(root: Path) -> Path:
+    root = root / "IEMOCAP_full_release"
+    for session, dialogs in TREE.items():
+        base = root / f"Session{session}"
+        labels_dir, transcripts_dir = base / "dialog" / "EmoEvaluation", base / "dialog" / "transcriptions"
+        labels_dir.mkdir(parents=True)
+        transcripts_dir.mkdir(parents=True)
+        # The real release has per-evaluator subfolders here; they must not be read as label files.
+        (labels_dir / "Categorical").mkdir()
+        (labels_dir / "Categorical" / "junk_cat.txt").write_text("not a label file\n")
+        for dialog, codes in dialogs.items():
+            label_lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
+            transcript_lines = ["M: Yeah."]  # bare line without id or time
+            for index, code in enumerate(codes):
+                utt = _utterance_id(dialog, index)
+                start, end = 1.0 + 3 * index, 2.5 + 3 * index
+                label_lines += [
+                    f"[{start:.4f} - {end:.4f}]\t{utt}\t{code}\t[2.5000, {3 + index * 0.5:.4f}, 2.0000]",
+                    "C-E2:\tNeutral;\t()",
+                    "C-E3:\tNeutral;\t()",
+                    "A-E3:\tval 3; act 2; dom  2;\t()",
+                    "",
+                ]
+                if utt != NO_TRANSCRIPT_ID:
+                    text = f"utterance {index} of {dialog}"
+                    if index == 1:
+                        text = f"[LAUGHTER] {text} [BREATHING]"
+                    transcript_lines.append(f"{utt} [{start:08.4f}-{end:08.4f}]: {text}")
+                _write_wav(base / "sentences" / "wav" / dialog / f"{utt}.wav", _duration(index))
+            # An unlabelled XX turn, and (in one dialog) a line with non-UTF-8 bytes.
+            transcript_lines.append(f"{dialog}_MXX0 [099.0000-100.0000]: [overlap]")
+            body = "\n".join(transcript_lines) + "\n"
+            if dialog == "Ses01F_impro01":
+                body += f"{_utterance_id(dialog, 6)}_extra [1.0-2.0]: junk\n"
+                body = body.replace("utterance 0 of Ses01F_impro01", CP1252_TEXT)
+            (transcripts_dir / f"{dialog}.txt").write_bytes(body.encode("cp1252"))
+            (labels_dir / f"{dialog}.txt").write_text("\n".join(label_lines) + "\n")
+            # macOS resource forks: garbage that must be skipped, not parsed or decoded.
+            (labels_dir / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07 garbage")
+            (base / "sentences" / "wav" / dialog / f"._{_utterance_id(dialog, 0)}.wav").write_bytes(b"\x00\x05")
+    return root
+
+
+@pytest.fixture(scope="module")
+def iemocap_root(tmp_path_factory):
+    return write_iemocap_tree(tmp_path_factory.mktemp("iemocap"))
+
+
+@pytest.fixture(scope="module")
+def iemocap(iemocap_root, tmp_path_factory):
+    return load_iemocap(iemocap_root, cache_dir=tmp_path_factory.mktemp("cache"), return_report=True)
+
+
+def _counts_by_session(dataset):
+    names = dataset.features["label"].names
+    table = Counter(zip(dataset["session"], (names[i] for i in dataset["label"]), strict=True))
+    return {s: tuple(table[(s, c)] for c in ("neutral", "happy", "sad", "angry")) for s in range(1, 6)}
+
+
+# ---------------------------------------------------------------------------------------------- IEMOCAP
+
+
+def test_iemocap_4class_counts_per_session_and_class(iemocap):
+    dataset, report = iemocap
+    assert dataset.features["label"].names == ["neutral", "happy", "sad", "angry"]
+    assert _counts_by_session(dataset) == EXPECTED_4CLASS
+    assert len(dataset) == sum(map(sum, EXPECTED_4CLASS.values())) == 31
+    # Every dropped utterance is accounted for by code.
+    assert sum(report.dropped.values()) == EXPECTED_ALL_TOTAL - 31
+    assert report.dropped["code 'xxx' not in the protocol"] == 3
+    assert report.dropped["code 'fru' not in the protocol"] == 2
+
+
+def test_iemocap_other_protocols(iemocap_root, tmp_path):
+    no_exc = load_iemocap(iemocap_root, protocol="4class_no_exc", cache_dir=tmp_path)
+    assert len(no_exc) == EXPECTED_NO_EXC_TOTAL
+    assert "exc" not in set(no_exc["emotion_code"])
+    everything = load_iemocap(iemocap_root, protocol="all", cache_dir=tmp_path)
+    assert len(everything) == EXPECTED_ALL_TOTAL
+    names = everything.features["label"].names
+    assert Counter(names[i] for i in everything["label"])["no_agreement"] == 3
+    six = load_iemocap(iemocap_root, protocol="6class", cache_dir=tmp_path)
+    six_names = six.features["label"].names
+    assert Counter(six_names[i] for i in six["label"]) == {
+        "neutral": 8, "happy": 5, "excited": 5, "sad": 6, "angry": 7, "frustrated": 2}
+    with pytest.raises(ValueError, match="4class_no_exc"):
+        load_iemocap(iemocap_root, protocol="7class", cache_dir=tmp_path)
+
+
+def test_iemocap_columns_and_quirks(iemocap):
+    dataset, report = iemocap
+    assert isinstance(dataset.features["audio"], datasets.Audio)
+    assert dataset.features["audio"].decode is False
+    rows = {row["id"]: row for row in dataset}
+    row = rows["Ses01M_script01_1_M001"]  # 3-part script dialog id
+    assert row["dialog"] == "Ses01M_script01_1"
+    assert row["method"] == "script"
+    assert (row["speaker"], row["gender"], row["session"]) == ("Ses01M", "male", 1)
+    assert row["label"] == 3  # ang -> angry
+    assert row["text"] == "[LAUGHTER] utterance 1 of Ses01M_script01_1 [BREATHING]"  # tags kept by default
+    assert row["start"] == pytest.approx(4.0) and row["end"] == pytest.approx(5.5)
+    assert row["arousal"] == pytest.approx(3.5)
+    assert row["duration"] == pytest.approx(_duration(1), abs=1e-6)
+    assert Path(row["audio"]["path"]).name == "Ses01M_script01_1_M001.wav"
+    # a/b dialog suffix: dialog from rsplit, speaker from the utterance's own F/M letter.
+    b_row = rows["Ses03M_impro05b_F002"]
+    assert (b_row["dialog"], b_row["speaker"], b_row["method"]) == ("Ses03M_impro05b", "Ses03F", "impro")
+    # Non-UTF-8 transcript bytes decoded (cp1252), not crashed on and not dropped.
+    assert rows["Ses01F_impro01_F000"]["text"] == "It\u2019s fine."
+    assert rows[NO_TRANSCRIPT_ID]["text"] == ""
+    assert report.notes["labelled utterances without a transcript line (text left empty)"] == 1
+    assert report.notes["files with non-UTF-8 bytes (read as cp1252)"] == 1
+    assert report.notes["macOS '._*' files skipped"] == 2 * sum(len(d) for d in TREE.values())
+    assert report.notes["transcript lines without id/time (e.g. bare 'M: ...')"] == sum(len(d) for d in TREE.values())
+    # Every dialog has one unlabelled XX turn; Ses01F_impro01 also a stray id.
+    assert report.notes["transcribed turns without a label (e.g. *_MXX0 / *_FXX0)"] == 9 + 1
+    # Audio decodes to the right number of samples.
+    assert len(load_audio(row["audio"])) == round(_duration(1) * 16000)
+
+
+def test_iemocap_strip_tags(tmp_path):
+    root = write_iemocap_tree(tmp_path / "tree")
+    transcript = root / "Session2" / "dialog" / "transcriptions" / "Ses02F_impro02.txt"
+    body = transcript.read_bytes().replace(b"utterance 2 of Ses02F_impro02", b"[LAUGHTER]")
+    transcript.write_bytes(body)
+    dataset, report = load_iemocap(root, keep_tags=False, cache_dir=tmp_path / "cache", return_report=True)
+    texts = dict(zip(dataset["id"], dataset["text"], strict=True))
+    assert texts["Ses01M_script01_1_M001"] == "utterance 1 of Ses01M_script01_1"
+    # A transcript that is only a tag keeps it rather than becoming empty.
+    assert texts["Ses02F_impro02_F002"] == "[LAUGHTER]"
+    assert report.notes["transcripts made only of tags (tags kept)"] == 1
+    assert sum("[" in t for t in texts.values()) == 1
+
+
+def test_iemocap_second_load_is_a_cache_hit(iemocap_root, tmp_path):
+    first = load_iemocap(iemocap_root, cache_dir=tmp_path)
+    start = time.perf_counter()
+    second = load_iemocap(iemocap_root, cache_dir=tmp_path)
+    elapsed = time.perf_counter() - start
+    assert [f["filename"] for f in second.cache_files] == [f["filename"] for f in first.cache_files]
+    assert elapsed < 1.0
+    assert second["id"] == first["id"]
+
+
+def test_iemocap_cache_invalidated_when_a_wav_changes(tmp_path):
+    root = write_iemocap_tree(tmp_path / "tree")
+    first = load_iemocap(root, cache_dir=tmp_path / "cache")
+    wav = root / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_F000.wav"
+    _write_wav(wav, 0.5)
+    second = load_iemocap(root, cache_dir=tmp_path / "cache")
+    assert second.cache_files[0]["filename"] != first.cache_files[0]["filename"]
+    durations = dict(zip(second["id"], second["duration"], strict=True))
+    assert durations["Ses01F_impro01_F000"] == pytest.approx(0.5)
+
+
+def test_iemocap_accepts_the_parent_folder(iemocap_root, tmp_path):
+    dataset = load_iemocap(iemocap_root.parent, cache_dir=tmp_path)
+    assert len(dataset) == 31
+
+
+# ------------------------------------------------------------------------------------ IEMOCAP bad input
+
+
+def test_missing_root_shows_the_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="(?s)does not exist.*Session1/ ... Session5/.*EmoEvaluation"):
+        load_iemocap(tmp_path / "nowhere", cache_dir=tmp_path)
+
+
+def test_missing_session_folder_is_named(tmp_path):
+    root = write_iemocap_tree(tmp_path)
+    for path in sorted((root / "Session3").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (root / "Session3").rmdir()
+    with pytest.raises(FileNotFoundError, match="(?s)Session3.*Expected layout"):
+        load_iemocap(root, cache_dir=tmp_path / "cache")
+
+
+def test_missing_wav_errors_or_is_skipped_with_counts(tmp_path, caplog):
+    root = write_iemocap_tree(tmp_path)
+    gone = ["Ses02F_impro02_F000", "Ses05M_impro03_M001"]
+    for utt in gone:
+        dialog = utt.rsplit("_", 1)[0]
+        (root / f"Session{utt[4]}" / "sentences" / "wav" / dialog / f"{utt}.wav").unlink()
+    with pytest.raises(FileNotFoundError, match="2 labelled utterance.*Ses02F_impro02_F000.*on_missing='skip'"):
+        load_iemocap(root, cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING, logger="modeling_mer.data"):
+        dataset, report = load_iemocap(root, on_missing="skip", cache_dir=tmp_path / "cache", return_report=True)
+    assert len(dataset) == 31 - 2
+    assert not set(gone) & set(dataset["id"])
+    assert report.dropped["WAV file missing"] == 2
+    assert "skipped 2" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00junk that is not a wav file"], ids=["empty", "corrupt"])
+def test_unreadable_wav_is_named(tmp_path, content):
+    root = write_iemocap_tree(tmp_path)
+    bad = root / "Session4" / "sentences" / "wav" / "Ses04F_impro04" / "Ses04F_impro04_F002.wav"
+    bad.write_bytes(content)
+    with pytest.raises(CorpusError, match="1 audio file.*Ses04F_impro04_F002.wav"):
+        load_iemocap(root, cache_dir=tmp_path / "cache")
+
+
+def test_utterance_id_escaping_the_root_is_refused(tmp_path):
+    root = write_iemocap_tree(tmp_path)
+    label_file = root / "Session2" / "dialog" / "EmoEvaluation" / "Ses02F_impro02.txt"
+    text = label_file.read_text().replace("Ses02F_impro02_F000", "Ses02F_impro02_../../../../etc/passwd")
+    label_file.write_text(text)
+    with pytest.raises(CorpusError, match="Ses02F_impro02.txt.*not an IEMOCAP id"):
+        load_iemocap(root, cache_dir=tmp_path / "cache")
+
+
+def test_malformed_label_line_is_located(tmp_path):
+    root = write_iemocap_tree(tmp_path)
+    label_file = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01M_script01_1.txt"
+    label_file.write_text(label_file.read_text() + "[1.0 - oops]\tbroken\n")
+    with pytest.raises(CorpusError, match=r"Ses01M_script01_1.txt:\d+: cannot parse"):
+        load_iemocap(root, cache_dir=tmp_path / "cache")
+
+
+# ---------------------------------------------------------------------------------------------- folds
+
+
+def _speakers(split):
+    return set(split["speaker"])
+
+
+def test_leave_one_session_out_is_speaker_and_session_independent(iemocap):
+    dataset, _ = iemocap
+    folds = leave_one_session_out(dataset)
+    assert sorted(folds) == [1, 2, 3, 4, 5]
+    for session, fold in folds.items():
+        assert set(fold["test"]["session"]) == {session}
+        assert _speakers(fold["test"]) == {f"Ses{session:02d}F", f"Ses{session:02d}M"}
+        assert session not in set(fold["validation"]["session"])
+        assert len(_speakers(fold["validation"])) == 1
+        assert not _speakers(fold["train"]) & _speakers(fold["test"])
+        assert not _speakers(fold["train"]) & _speakers(fold["validation"])
+        assert len(fold["train"]) + len(fold["validation"]) + len(fold["test"]) == len(dataset)
+        assert len(fold["test"]) == sum(EXPECTED_4CLASS[session])
+    # Each fold validates on a different speaker.
+    assert len({next(iter(_speakers(f["validation"]))) for f in folds.values()}) == 5
+
+
+def test_leave_one_session_out_options(iemocap):
+    dataset, _ = iemocap
+    plain = leave_one_session_out(dataset, validation_speakers=None)
+    assert set(plain[2]) == {"train", "test"}
+    with pytest.raises(ValueError, match="test session"):
+        leave_one_session_out(dataset, validation_speakers={1: ["Ses01F"]})
+    split = session5_split(dataset)
+    assert set(split["test"]["session"]) == {5}
+    assert set(split["train"]["session"]) | set(split["validation"]["session"]) == {1, 2, 3, 4}
+
+
+def test_leave_one_speaker_out(iemocap):
+    dataset, _ = iemocap
+    folds = leave_one_speaker_out(dataset)
+    assert len(folds) == 10
+    for speaker, fold in folds.items():
+        assert _speakers(fold["test"]) == {speaker}
+        other = speaker[:-1] + ("M" if speaker.endswith("F") else "F")
+        assert _speakers(fold["validation"]) == {other}
+        assert not {speaker, other} & _speakers(fold["train"])
+        assert len(fold["train"]) + len(fold["validation"]) + len(fold["test"]) == len(dataset)
+
+
+# ------------------------------------------------------------------------------------- generic corpora
+
+
+def _write_manifest(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    """Six clips: stereo 44.1 kHz and mono 16 kHz, three labels, three speakers."""
+    rows = []
+    (tmp_path / "clips").mkdir()
+    for index in range(6):
+        rate, channels = (44100, 2) if index % 2 else (16000, 1)
+        seconds = 0.2 + 0.1 * index
+        t = np.arange(int(seconds * rate)) / rate
+        wave = 0.2 * np.sin(2 * np.pi * 440 * t)
+        data = np.stack([wave, wave], axis=1) if channels == 2 else wave
+        sf.write(tmp_path / "clips" / f"c{index}.wav", data, rate)
+        rows.append({"path": f"clips/c{index}.wav", "text": f"sentence {index}",
+                     "label": ["calm", "joy", "rage"][index % 3], "speaker": f"s{index % 3}", "take": index})
+    _write_manifest(tmp_path / "manifest.csv", rows)
+    return tmp_path
+
+
+def test_manifest_corpus_with_mapping_and_conversion(small_corpus):
+    dataset, report = load_corpus(
+        small_corpus / "manifest.csv", label_names=["neutral", "happy", "sad", "angry"],
+        label_mapping={"calm": "neutral", "joy": "happy", "rage": "angry"},
+        cache_dir=small_corpus / "cache", return_report=True)
+    assert len(dataset) == 6 and report.kept == 6
+    assert dataset.features["label"].names == ["neutral", "happy", "sad", "angry"]
+    assert dataset["label"] == [0, 1, 3, 0, 1, 3]
+    assert dataset["speaker"] == ["s0", "s1", "s2", "s0", "s1", "s2"]
+    assert dataset["take"] == [str(i) for i in range(6)]  # extra columns kept
+    for index, row in enumerate(dataset):
+        expected_seconds = 0.2 + 0.1 * index
+        assert row["duration"] == pytest.approx(expected_seconds, abs=1e-4)
+        waveform = load_audio(row["audio"])
+        # Stereo 44.1 kHz came back mono 16 kHz with the same duration.
+        assert waveform.ndim == 1
+        assert len(waveform) == pytest.approx(expected_seconds * 16000, abs=2)
+
+
+def test_manifest_labels_from_data_and_dropping(small_corpus):
+    dataset, report = load_corpus(small_corpus / "manifest.csv", label_mapping={"rage": None},
+                                  cache_dir=small_corpus / "cache", return_report=True)
+    assert dataset.features["label"].names == ["calm", "joy"]
+    assert len(dataset) == 4
+    assert report.dropped["label 'rage' mapped to None"] == 2
+
+
+def test_manifest_bad_input(small_corpus, tmp_path):
+    cache = small_corpus / "cache"
+    with pytest.raises(CorpusError, match=r"'rage': 2.*label_mapping"):
+        load_corpus(small_corpus / "manifest.csv", label_names=["calm", "joy"], cache_dir=cache)
+    with pytest.raises(CorpusError, match="no label column 'emotion'.*label_column"):
+        load_corpus(small_corpus / "manifest.csv", label_column="emotion", cache_dir=cache)
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    rows[2]["path"] = "../outside.wav"
+    _write_manifest(small_corpus / "escape.csv", rows)
+    with pytest.raises(CorpusError, match=r"row 2 audio path '../outside.wav' escapes the corpus root"):
+        load_corpus(small_corpus / "escape.csv", cache_dir=cache)
+    rows[2]["path"] = "clips/gone.wav"
+    _write_manifest(small_corpus / "missing.csv", rows)
+    with pytest.raises(FileNotFoundError, match="1 audio file.*gone.wav"):
+        load_corpus(small_corpus / "missing.csv", cache_dir=cache)
+    skipped, report = load_corpus(small_corpus / "missing.csv", on_missing="skip", cache_dir=cache, return_report=True)
+    assert len(skipped) == 5 and report.dropped["audio file missing"] == 1
+    (small_corpus / "clips" / "c3.wav").write_bytes(b"")
+    with pytest.raises(CorpusError, match="c3.wav"):
+        load_corpus(small_corpus / "manifest.csv", cache_dir=cache)
+
+
+def test_audiofolder_jsonl_and_dataset_sources(small_corpus):
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    folder = small_corpus / "clips"
+    _write_manifest(folder / "metadata.csv", [{"file_name": Path(r["path"]).name, "text": r["text"],
+                                                "label": r["label"]} for r in rows])
+    from_folder = load_corpus(folder, cache_dir=small_corpus / "cache")
+    assert len(from_folder) == 6 and "speaker" not in from_folder.column_names
+    with open(small_corpus / "manifest.jsonl", "w") as handle:
+        for r in rows:
+            handle.write(json.dumps({"wav": r["path"], "sentence": r["text"], "emotion": r["label"],
+                                     "actor": r["speaker"], "take": int(r["take"])}) + "\n")
+    from_jsonl = load_corpus(small_corpus / "manifest.jsonl", text_column="sentence", label_column="emotion",
+                             speaker_column="actor", cache_dir=small_corpus / "cache")
+    assert from_jsonl["take"] == list(range(6))
+    assert from_jsonl["text"] == from_folder["text"]
+    source = datasets.Dataset.from_dict({
+        "audio": [str(folder / f"c{i}.wav") for i in range(6)],
+        "text": [r["text"] for r in rows],
+        "label": [["calm", "joy", "rage"].index(r["label"]) for r in rows],
+        "speaker": [r["speaker"] for r in rows],
+    }).cast_column("label", datasets.ClassLabel(names=["calm", "joy", "rage"]))
+    from_dataset = load_corpus(source, label_mapping={"calm": "neutral", "joy": "happy", "rage": "angry"},
+                               cache_dir=small_corpus / "cache")
+    assert from_dataset.features["label"].names == ["angry", "happy", "neutral"]
+    names = from_dataset.features["label"].names
+    assert [names[i] for i in from_dataset["label"]] == ["neutral", "happy", "angry"] * 2
+    assert from_dataset["duration"] == pytest.approx(from_folder["duration"])
+
+
+def test_dataset_source_with_embedded_bytes(small_corpus):
+    clips = sorted((small_corpus / "clips").glob("c*.wav"))
+    source = datasets.Dataset.from_dict({
+        "audio": [{"bytes": p.read_bytes(), "path": p.name} for p in clips],
+        "sentence": [f"s{i}" for i in range(len(clips))],
+        "label": ["a", "b"] * 3,
+    }).cast_column("audio", datasets.Audio(decode=False))
+    dataset = load_corpus(source, text_column="sentence", cache_dir=small_corpus / "cache")
+    assert dataset[1]["audio"]["bytes"] == clips[1].read_bytes()
+    assert dataset["duration"] == pytest.approx([0.2 + 0.1 * i for i in range(6)], abs=1e-4)
+    assert len(load_audio(dataset[1]["audio"])) == pytest.approx(0.3 * 16000, abs=2)
+
+
+def test_leave_speakers_out_generic(small_corpus):
+    dataset = load_corpus(small_corpus / "manifest.csv", cache_dir=small_corpus / "cache")
+    folds = leave_speakers_out(dataset, n_folds=3, n_validation_speakers=1)
+    tested = set()
+    for fold in folds.values():
+        parts = [_speakers(fold[name]) for name in ("train", "validation", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        tested |= parts[2]
+    assert tested == {"s0", "s1", "s2"}  # every speaker is tested exactly once over the folds
+
+
+# ------------------------------------------------------------------------------ real data in ../shared
+
+
+def test_ravdess(tmp_path):
+    manifest = SHARED / "data" / "ravdess" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"{manifest} is absent")
+    raw = list(csv.DictReader(open(manifest)))
+    dataset = load_corpus(manifest, cache_dir=tmp_path)
+    assert len(dataset) == len(raw) == 1440
+    assert len(dataset.features["label"].names) == 8
+    assert len(set(dataset["speaker"])) == 24
+    assert load_audio(dataset[0]["audio"]).shape[0] == pytest.approx(float(raw[0]["duration"]) * 16000, abs=16)  # manifest rounds to 1 ms
+    folds = leave_speakers_out(dataset, n_folds=6, n_validation_speakers=2)
+    assert sum(len(f["test"]) for f in folds.values()) == 1440
+    for fold in folds.values():
+        assert len(_speakers(fold["test"])) == 4
+        assert not _speakers(fold["train"]) & (_speakers(fold["test"]) | _speakers(fold["validation"]))
+    # RAVDESS onto IEMOCAP's 4 classes: calm, fearful, disgust, surprised dropped and counted.
+    onto = {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry",
+            "calm": None, "fearful": None, "disgust": None, "surprised": None}
+    mapped, report = load_corpus(manifest, label_names=["neutral", "happy", "sad", "angry"], label_mapping=onto,
+                                 cache_dir=tmp_path, return_report=True)
+    expected = Counter(r["label"] for r in raw if onto[r["label"]])
+    assert len(mapped) == sum(expected.values())
+    assert sum(report.dropped.values()) == 1440 - len(mapped)
+
+
+def test_meld_text_only(tmp_path):
+    path = SHARED / "data" / "meld" / "train_sent_emo.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        raw = list(csv.DictReader(handle))
+    dataset = load_corpus(path, text_column="Utterance", label_column="Emotion", speaker_column="Speaker",
+                          cache_dir=tmp_path)
+    assert "audio" not in dataset.column_names
+    assert len(dataset) == len(raw)
+    assert sorted(dataset.features["label"].names) == sorted({r["Emotion"] for r in raw})
+    assert len(dataset.features["label"].names) == 7
+    assert dataset[0]["text"] == raw[0]["Utterance"]
