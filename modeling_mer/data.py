@@ -27,6 +27,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from .demo import load_demo  # noqa: F401  (the bundled corpus, beside the other loaders)
+
 logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16000
