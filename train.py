@@ -1,0 +1,38 @@
+"""Train and evaluate MER under a stated protocol; leaves numbers, pictures and a Hub-ready model folder.
+
+    python train.py                               # the demo: bundled corpus, small encoders, CPU, minutes
+    python train.py examples/configs/demo.yaml    # the same from a config file (JSON or YAML)
+    python train.py --cv loso --ablation          # every fold, with the standard ablation rows
+    python train.py examples/configs/iemocap_base.yaml --corpus_path /data/IEMOCAP_full_release
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from modeling_mer.experiment import run
+from modeling_mer.training_args import DataArguments, MERTrainingArguments, ModelArguments
+
+
+def parse_arguments(argv):
+    parser = HfArgumentParser((ModelArguments, DataArguments, MERTrainingArguments))
+    if argv and Path(argv[0]).suffix in (".json", ".yaml", ".yml"):
+        # A config file, optionally followed by --flags that override it.
+        import yaml
+
+        values = yaml.safe_load(Path(argv[0]).read_text())
+        flags = [item for key, value in values.items() for item in (f"--{key}", str(value))]
+        argv = flags + list(argv[1:])
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    run(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()
