@@ -1,5 +1,6 @@
 """MERModel and MERForSequenceClassification: text + speech encoders fused by focus-attention crossmodal transformers."""
 
+import copy
 import logging
 import math
 import shutil
@@ -38,6 +39,16 @@ AUTO_MAP = {
 }
 # Shipped files that the model's own imports do not reach but a Hub folder needs (processor, pipeline).
 EXTRA_SHIPPED_FILES = ("processing_mer.py", "pipeline_mer.py")
+# The pipeline registration `pipeline()` reads from config.json: with it, `pipeline(model=folder_or_repo,
+# trust_remote_code=True)` infers the task and both that and `pipeline("multimodal-emotion-recognition", ...)`
+# load MERPipeline from the shipped pipeline_mer.py (the same entry Pipeline.save_pretrained would write).
+CUSTOM_PIPELINES = {
+    "multimodal-emotion-recognition": {
+        "impl": "pipeline_mer.MERPipeline",
+        "pt": ["AutoModelForSequenceClassification"],
+        "type": "multimodal",
+    }
+}
 
 
 @dataclass
@@ -115,8 +126,11 @@ class MERPreTrainedModel(PreTrainedModel):
                     init.zeros_(parameter)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights and config with the full `auto_map`, plus the processor and pipeline code files."""
+        """Save weights and config with the full `auto_map` and the pipeline registration, plus the processor and
+        pipeline code files."""
         self.config.auto_map = dict(AUTO_MAP)
+        # A copy: transformers' pipeline() replaces the class names in this dict by classes when it loads one.
+        self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             here = Path(__file__).parent
