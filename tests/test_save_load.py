@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -99,8 +100,6 @@ def test_fresh_process_loads_with_trust_remote_code(saved_folder, tmp_path):
     assert result["classes"] == ["MERConfig", "MERProcessor", "MERForSequenceClassification",
                                  "MERForSequenceClassification", "MERModel"]
     processor = tiny_processor()
-    import numpy as np
-
     batch = processor(text=["i am so happy today, it is wonderful", "no"],
                       audio=[np.linspace(-0.5, 0.5, 4000, dtype=np.float32),
                              np.linspace(0.3, -0.3, 1500, dtype=np.float32)])
@@ -152,3 +151,17 @@ def test_invalid_config_values_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message) as error:
         MERConfig(**{field: value})
     assert field.split("_config")[0] in str(error.value)
+
+
+def test_processor_from_encoders_pretrained_reads_both_local_folders(tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from modeling_mer import MERProcessor
+
+    Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=False).save_pretrained(tmp_path)
+    processor = MERProcessor.from_encoders_pretrained(MINILM_PATH, tmp_path)
+    assert processor.feature_extractor.do_normalize is False
+    assert processor.feature_extractor.return_attention_mask  # forced: the model always needs the frame mask
+    batch = processor(text=["hello", "a longer sentence here"], audio=[np.zeros(800), np.ones(1600)])
+    assert batch["input_ids"].shape[0] == 2 and batch["audio_attention_mask"].sum(-1).tolist() == [800, 1600]
+    assert batch["input_ids"][0, 1].item() == processor.tokenizer.convert_tokens_to_ids("hello")
