@@ -55,19 +55,27 @@ from transformers import pipeline
 classifier = pipeline("{TASK}", model="{repo}", trust_remote_code=True)
 classifier("speech.wav", text="I can't believe you did that.")
 # [{{"label": ..., "score": ...}}, ...] sorted by score
+classifier(["a.wav", "b.wav"], text=["first transcript", "second"], batch_size=8)
+```
+
+Without a transcript, name a speech recognizer (its transcript is returned with the scores):
+
+```python
+classifier("speech.wav", asr_model="openai/whisper-small")
+# {{"scores": [...], "transcript": "..."}}
 ```
 
 With the model and processor:
 
 ```python
-import librosa
+import soundfile
 import torch
 from transformers import AutoModelForSequenceClassification, AutoProcessor
 
 processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained("{repo}", trust_remote_code=True)
 
-waveform, _ = librosa.load("speech.wav", sr=16_000)  # mono, resampled to 16 kHz
+waveform, rate = soundfile.read("speech.wav", dtype="float32")  # a 16 kHz mono file; the pipeline resamples others
 inputs = processor(text=["I can't believe you did that."], audio=[waveform], sampling_rate=16_000, return_tensors="pt")
 with torch.no_grad():
     logits = model(**inputs).logits

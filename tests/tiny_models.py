@@ -19,7 +19,8 @@ def tiny_text_config(model_type="bert", **overrides):
 
 
 def tiny_audio_config(model_type="wav2vec2", **overrides):
-    # Receptive field 60 samples, stride 80... see encoders_mer.receptive_field: kernels (10, 3, 3), strides (5, 4, 4).
+    # Kernels (10, 3, 3) and strides (5, 4, 4): a 60-sample receptive field and 80-sample (5 ms) frames, so
+    # short test waveforms still give enough frames for padding to matter.
     values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                   conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 4),
                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, mask_time_prob=0.0,
