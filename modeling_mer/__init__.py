@@ -14,6 +14,7 @@ from transformers import (
 
 from .configuration_mer import IEMOCAP_4CLASS_LABELS, MERConfig
 from .modeling_mer import MERForSequenceClassification, MERModel, MERPreTrainedModel
+from .pipeline_mer import MERPipeline  # registers the multimodal-emotion-recognition task
 from .processing_mer import MERProcessor
 
 AutoConfig.register("mer", MERConfig, exist_ok=True)
@@ -27,6 +28,7 @@ __all__ = [
     "MERConfig",
     "MERForSequenceClassification",
     "MERModel",
+    "MERPipeline",
     "MERPreTrainedModel",
     "MERProcessor",
 ]

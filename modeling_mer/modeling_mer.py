@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import get_relative_import_files
-from transformers.utils import ModelOutput
+from transformers.dynamic_module_utils import get_cached_module_file, get_relative_import_files
+from transformers.utils import HF_MODULES_CACHE, ModelOutput
 
 from .configuration_mer import MERConfig
 from .encoders_mer import SpeechEncoder, TextEncoder
@@ -132,12 +132,23 @@ class MERPreTrainedModel(PreTrainedModel):
         # A copy: transformers' pipeline() replaces the class names in this dict by classes when it loads one.
         self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            here = Path(__file__).parent
-            for name in EXTRA_SHIPPED_FILES:
-                if (here / name).exists():
-                    for source in [here / name, *map(Path, get_relative_import_files(str(here / name)))]:
-                        shutil.copyfile(source, Path(save_directory) / source.name)
+        if not kwargs.get("is_main_process", True):
+            return
+        here = Path(__file__).parent
+        for name in EXTRA_SHIPPED_FILES:
+            path = here / name
+            if not path.exists():
+                # Loaded with trust_remote_code, only the model's own files were fetched; re-saving (e.g. after
+                # fine-tuning) must still ship the processor and pipeline that auto_map/custom_pipelines name.
+                try:
+                    path = Path(HF_MODULES_CACHE) / get_cached_module_file(
+                        self.config._name_or_path, name, revision=getattr(self.config, "_commit_hash", None))
+                except (OSError, ValueError) as error:
+                    logger.warning("%s is not next to this model's code and could not be fetched from %r (%s); "
+                                   "the saved folder will lack it.", name, self.config._name_or_path, error)
+                    continue
+            for source in [path, *map(Path, get_relative_import_files(str(path)))]:
+                shutil.copyfile(source, Path(save_directory) / source.name)
 
     def apply_freezing(self):
         """Apply the config's freezing switches (called at build time; call again after changing them)."""
