@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 
@@ -29,7 +31,9 @@ class MERDataCollator:
     `audio_attention_mask`) plus `labels` (LongTensor). Rows without an `audio` key (text-only corpora
     such as MELD), or `modalities=("text",)`, give text inputs only; `modalities=("audio",)` gives
     audio inputs only. `max_audio_seconds` crops longer clips (random window when `training`, centre
-    window otherwise); `seed` makes the random crops reproducible.
+    window otherwise). Each random crop is drawn from (seed, epoch, utterance), not from a running
+    generator, so a resumed run (which skips batches without collating them) crops exactly like an
+    uninterrupted one; the trainer calls `set_epoch`.
     """
 
     def __init__(self, processor, max_audio_seconds: float | None = None, training: bool = False,
@@ -45,7 +49,15 @@ class MERDataCollator:
         self.modalities = None if modalities is None else tuple(modalities)
         self.sampling_rate = sampling_rate
         self.text_column, self.audio_column, self.label_column = text_column, audio_column, label_column
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _crop_rng(self, feature: dict, index: int) -> np.random.Generator:
+        key = feature.get("id") or feature.get(self.text_column) or str(index)
+        return np.random.default_rng([self.seed, self.epoch, zlib.crc32(str(key).encode())])
 
     def _modalities_of(self, features: list[dict]) -> tuple[str, ...]:
         if self.modalities is not None:
@@ -68,7 +80,7 @@ class MERDataCollator:
                               name=self._item_name(feature, index))
         if self.max_audio_seconds is not None:
             waveform = crop_waveform(waveform, int(round(self.max_audio_seconds * TARGET_SAMPLING_RATE)),
-                                     self.training, self.rng)
+                                     self.training, self._crop_rng(feature, index))
         return waveform
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:

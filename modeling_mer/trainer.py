@@ -1,12 +1,14 @@
 """MERTrainer: the joint loss with its parts logged, class-balanced batches, and per-part learning rates."""
 
+import math
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from .emotion_metrics import compute_emotion_metrics
-from .sampling import ClassBalancedBatchSampler
+from .sampling import ClassBalancedBatchSampler, LengthGroupedSampler
 
 ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
 
@@ -41,19 +43,48 @@ class FrozenEncoderWarmup(TrainerCallback):
             parameter.requires_grad_(not frozen)
 
 
+class SamplerEpochCallback(TrainerCallback):
+    """Sets the epoch on the trainer's epoch-seeded samplers at the start of every epoch.
+
+    accelerate's `DataLoaderShard.set_epoch` only looks two wrappers deep, and the Trainer's own reach
+    only one: a sampler inside `SkipBatchSampler(BatchSamplerShard(...))` (a resumed multi-process
+    run) never hears the epoch and would replay epoch 0's order. Holding the sampler objects and
+    setting them here works whatever wraps them. floor(state.epoch) is the Trainer's epoch index,
+    also right after a resume from the middle of an epoch (state.epoch = 1.33 -> epoch 1).
+    """
+
+    def __init__(self):
+        self.samplers = []
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        epoch = math.floor(state.epoch or 0)
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+        # The epoch also goes to a collator that offers set_epoch: its random crops can then be drawn from
+        # (seed, epoch, utterance) and not from a generator whose state a resume cannot restore.
+        collate = getattr(train_dataloader, "collate_fn", None)
+        if hasattr(collate, "set_epoch"):
+            collate.set_epoch(epoch)
+
+
 class MERTrainer(Trainer):
     """`Trainer` for MERForSequenceClassification.
 
     - logs `ce_loss` and `triplet_loss` beside `loss` (means since the last log);
     - with `triplet_weight > 0`, draws class-balanced batches (P classes x K examples) so every batch has
       positives and negatives to mine;
-    - gives the pretrained encoders `args.encoder_learning_rate` and the fusion/head `args.learning_rate`.
+    - gives the pretrained encoders `args.encoder_learning_rate` and the fusion/head `args.learning_rate`;
+    - draws every training order from (seed, epoch) alone, so a run resumed with `resume_from_checkpoint`
+      sees the same batches as an uninterrupted one, and all processes of a distributed run agree on the
+      order before accelerate hands each its share of the batches.
     The model's forward takes no `**kwargs`, so the Trainer itself scales the loss under gradient accumulation.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._loss_parts = {"ce_loss": [], "triplet_loss": []}
+        self._sampler_epochs = SamplerEpochCallback()
+        self.add_callback(self._sampler_epochs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -80,6 +111,26 @@ class MERTrainer(Trainer):
             return loss, None, None
         return loss, (outputs.logits.detach(), outputs.embeddings.detach()), inputs.get("labels")
 
+    def _get_train_sampler(self, train_dataset=None):
+        """group_by_length with the project's (seed, epoch)-seeded sampler instead of transformers' one, which
+        draws from the global torch RNG: its order in epoch >= 1 depended on everything that had consumed
+        random numbers before (dropout, ...), so a run resumed in a later epoch drew another order and
+        skipped the wrong batches."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        column = self.args.length_column_name
+        if (self.args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "column_names")
+                or column not in dataset.column_names):
+            return super()._get_train_sampler(train_dataset)
+        # Grouped per optimizer step, as transformers does: accumulation 2 x batch 4 then sees batch 8's examples.
+        step_size = self._train_batch_size * self.args.gradient_accumulation_steps
+        sampler = LengthGroupedSampler(dataset[column], batch_size=step_size, seed=self._data_seed)
+        self._sampler_epochs.samplers.append(sampler)
+        return sampler
+
+    @property
+    def _data_seed(self):
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
     def get_train_dataloader(self):
         config = self.model.config
         if config.triplet_weight <= 0:
@@ -89,9 +140,13 @@ class MERTrainer(Trainer):
         batch_size = self._train_batch_size
         classes_per_batch = min(num_classes, batch_size // 2)
         sampler = ClassBalancedBatchSampler(labels, classes_per_batch, batch_size // classes_per_batch,
-                                            num_batches=max(1, len(labels) // batch_size), seed=self.args.seed)
+                                            num_batches=max(1, len(labels) // batch_size), seed=self._data_seed)
+        self._sampler_epochs.samplers.append(sampler)
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        # Under several processes accelerate wraps the batch sampler in a BatchSamplerShard: every
+        # process draws the same (seeded) batch sequence and keeps every world_size-th batch, so the
+        # processes see different class-balanced batches and an epoch is one pass over the data overall.
         return self.accelerator.prepare(loader)
 
     def create_optimizer(self, model=None):
