@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 from transformers import AutoTokenizer, EarlyStoppingCallback, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+from transformers.trainer_utils import set_seed
 
 from .collator import MERDataCollator
 from .configuration_mer import MERConfig
 from .data import leave_one_session_out, leave_speakers_out, load_corpus, load_iemocap
 from .demo import load_demo
 from .emotion_metrics import compute_emotion_metrics
+from .feature_cache import FeatureCache
+from .hub import push_model_to_hub
 from .model_card import write_model_card
 from .modeling_mer import MERForSequenceClassification
 from .plots import plot_confusion_matrix, plot_embeddings
@@ -130,8 +133,12 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         if split not in splits or len(splits[split]) == 0:
             raise ValueError(f"The fold has no {split} data; best-model selection needs a validation split that is "
                              "not the test set (check the speaker/session columns of the corpus).")
+    # Seed before the fresh layers are initialised: the Trainer only seeds once the model exists, and torch's
+    # start-up seed differs per process, so without this the same --seed gives a different model every run.
+    set_seed(training_args.seed)
     model, processor = build_model(model_args, label_names)
-    args = dataclasses.replace(training_args, output_dir=str(output_dir))
+    # Fold runs never push: the final model is pushed once, with its card, after all folds (see save_model).
+    args = dataclasses.replace(training_args, output_dir=str(output_dir), push_to_hub=False)
     callbacks = []
     if training_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
@@ -139,14 +146,23 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         callbacks.append(FrozenEncoderWarmup(model, training_args.frozen_encoder_epochs))
     collate = dict(max_audio_seconds=data_args.max_audio_seconds, modalities=model.config.modalities,
                    seed=training_args.seed)
+    train_collator = MERDataCollator(processor, training=True, **collate)
+    eval_collator = MERDataCollator(processor, training=False, **collate)
+    # Frozen encoders run once per utterance; every epoch, fold and ablation row of this run shares the store.
+    cache = FeatureCache.for_model(model, processor, Path(training_args.output_dir) / "feature_cache",
+                                   max_audio_seconds=data_args.max_audio_seconds, seed=training_args.seed)
+    if cache is not None:
+        with args.main_process_first(desc="frozen-encoder feature cache"):
+            model.to(args.device)
+            splits = {name: cache.prepare(split) for name, split in splits.items()}
+        train_collator, eval_collator = cache.data_collator(training=True), cache.data_collator(training=False)
     trainer = MERTrainer(
         model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
-        data_collator=MERDataCollator(processor, training=True, **collate),
-        compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
+        data_collator=train_collator, compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     # Evaluation crops deterministically (centre window).
-    trainer.data_collator = MERDataCollator(processor, training=False, **collate)
+    trainer.data_collator = eval_collator
     prediction = trainer.predict(splits["test"])
     logits, embeddings = prediction.predictions
     metrics = compute_emotion_metrics(logits.argmax(-1), prediction.label_ids, label_names=label_names)
@@ -197,6 +213,10 @@ def run(model_args, data_args, training_args):
     summary = summarise(results)
     table = markdown_table(results, summary)
     protocol = describe_protocol(data_args, folds)
+    if not training_args.should_save:
+        # Under torchrun / accelerate launch every process gets the same gathered metrics; only the main one
+        # writes the artefacts and the model folder (two writers of one safetensors file could corrupt it).
+        return results, summary
     (output_dir / "results.json").write_text(json.dumps(
         {"protocol": protocol, "label_names": label_names, "folds": {r: {str(f): m for f, m in fs.items()}
                                                                       for r, fs in results.items()},
@@ -206,7 +226,12 @@ def run(model_args, data_args, training_args):
                           f"{data_args.corpus}: full model, test folds summed")
     plot_embeddings(*projection, label_names, output_dir / "embeddings.png",
                     f"{data_args.corpus}: F(x) of the last test fold (PCA)")
-    save_model(final, model_args, data_args, protocol, table, label_names, output_dir / "model")
+    card = save_model(final, model_args, data_args, protocol, table, label_names, output_dir / "model")
+    if training_args.push_to_hub:
+        repo_id = training_args.hub_model_id or output_dir.name
+        url = push_model_to_hub(output_dir / "model", repo_id, model_card_kwargs=card,
+                                private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+        print(f"Pushed to {url}")
     print(f"\nProtocol: {protocol}\n\n{table}\n\nWrote {output_dir}/results.json, results.md, confusion_matrix.png, "
           f"embeddings.png and the model folder {output_dir}/model")
     return results, summary
@@ -223,6 +248,8 @@ def save_model(final, model_args, data_args, protocol, table, label_names, folde
     trainer, processor = final
     trainer.model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    write_model_card(folder, base_model_text=model_args.text_model, base_model_audio=model_args.audio_model or
-                     "randomly initialised small wav2vec2", dataset_name=data_args.corpus, protocol=protocol,
-                     metrics_table_markdown=table, label_names=label_names)
+    card = dict(base_model_text=model_args.text_model, base_model_audio=model_args.audio_model or
+                "randomly initialised small wav2vec2", dataset_name=data_args.corpus, protocol=protocol,
+                metrics_table_markdown=table, label_names=label_names)
+    write_model_card(folder, **card)
+    return card

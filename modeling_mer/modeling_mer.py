@@ -154,10 +154,12 @@ class MERPreTrainedModel(PreTrainedModel):
         """Apply the config's freezing switches (called at build time; call again after changing them)."""
         mer = _fusion_model(self)
         if mer.speech_encoder is not None:
+            if self.config.freeze_audio_encoder or self.config.freeze_feature_encoder:
+                # Also flips the CNN's own `_requires_grad` flag: with only requires_grad_(False), wav2vec2 still
+                # marks the CNN output as needing gradients and every step backpropagates through the frozen model.
+                mer.speech_encoder.model.freeze_feature_encoder()
             if self.config.freeze_audio_encoder:
                 mer.speech_encoder.model.requires_grad_(False)
-            elif self.config.freeze_feature_encoder:
-                mer.speech_encoder.model.freeze_feature_encoder()
         if mer.text_encoder is not None and self.config.freeze_text_encoder:
             mer.text_encoder.model.requires_grad_(False)
 

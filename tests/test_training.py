@@ -181,3 +181,18 @@ def test_compute_metrics_reports_ua_for_best_model_selection():
                                                                 label_ids=np.array([0, 1, 2, 3, 1, 0])))
     assert metrics["wa"] == pytest.approx(5 / 6) and metrics["ua"] == pytest.approx((1 + 0.5 + 1 + 1) / 4)
     assert "confusion_matrix" not in metrics
+
+
+def test_train_push_to_hub_sends_model_processor_code_and_card(tmp_path, monkeypatch, hub_endpoint):
+    from huggingface_hub import HfApi
+
+    corpus = synthetic_corpus(sessions=(1, 2))
+    monkeypatch.setattr(experiment_module, "build_model", lambda model_args, label_names: (
+        MERForSequenceClassification(tiny_config(id2label=dict(enumerate(label_names)))), tiny_processor()))
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    args = training_args(tmp_path, max_steps=1, push_to_hub=True, hub_model_id="test-user/mer-run", hub_token="t")
+    experiment_module.run(ModelArguments(), DataArguments(cv="none"), args)
+    files = set(HfApi(endpoint=hub_endpoint, token="t").list_repo_files("test-user/mer-run"))
+    assert {"config.json", "model.safetensors", "processor_config.json", "modeling_mer.py", "pipeline_mer.py",
+            "processing_mer.py", "README.md"} <= files
+    assert not any(name.startswith(("checkpoint-", "runs/")) for name in files)  # fold runs never push
