@@ -47,7 +47,7 @@ SPEAKERS = (
     (4, "F", "en-029+f4", 75, 195),
     (4, "M", "en-us-nyc+m4", 28, 188),
     (5, "F", "en-gb-x-rp+f5", 66, 186),
-    (5, "M", "en-gb-x-gbcwmd+m7", 38, 190),
+    (5, "M", "en-gb-x-gbcwmd+m6", 38, 190),  # not m7: its muffled high formants sound like the "breathy" sad effect
 )
 
 # Emotional prosody as offsets from a speaker's neutral voice. The effects are large (the speech
