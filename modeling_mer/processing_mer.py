@@ -91,10 +91,7 @@ class MERProcessor(ProcessorMixin):
 
 
 def _is_single_waveform(audio):
-    return isinstance(audio, np.ndarray) and audio.ndim == 1 or (
-        hasattr(audio, "dim") and audio.dim() == 1
-    ) or (isinstance(audio, list) and len(audio) > 0 and np.isscalar(audio[0]))
-
-
-
-MERProcessor.register_for_auto_class()
+    """One 1-D waveform (array, tensor or list of samples) rather than a batch of them."""
+    if isinstance(audio, list):
+        return len(audio) > 0 and np.isscalar(audio[0])
+    return getattr(audio, "ndim", None) == 1  # numpy arrays and torch tensors alike
