@@ -95,3 +95,8 @@ def _is_single_waveform(audio):
     if isinstance(audio, list):
         return len(audio) > 0 and np.isscalar(audio[0])
     return getattr(audio, "ndim", None) == 1  # numpy arrays and torch tensors alike
+
+
+# Writes `auto_map.AutoProcessor` into saved processor configs; without it AutoProcessor and the
+# pipeline fall back to the bare tokenizer, whose `token_type_ids` the model does not accept.
+MERProcessor.register_for_auto_class()
