@@ -20,6 +20,7 @@ from .model_card import write_model_card
 from .modeling_mer import MERForSequenceClassification
 from .plots import plot_confusion_matrix, plot_embeddings
 from .processing_mer import MERProcessor
+from .resume import check_resume_value, checkpoint_for, finished_fold, mark_fold_finished
 from .trainer import FrozenEncoderWarmup, MERTrainer, make_compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,18 @@ def load_data(data_args):
     return dataset, names
 
 
+def check_transcripts(dataset, modalities):
+    """Empty transcripts fail here, before any model is built, rather than in the first batch that holds one."""
+    if "text" not in modalities or "text" not in dataset.column_names:
+        return
+    empty = [index for index, text in enumerate(dataset["text"]) if not (isinstance(text, str) and text.strip())]
+    if empty:
+        names = dataset["id"] if "id" in dataset.column_names else list(range(len(dataset)))
+        raise ValueError(f"{len(empty)} of {len(dataset)} utterances have an empty transcript (first: "
+                         f"{[names[i] for i in empty[:5]]}). Text models need one: restore the transcripts, drop "
+                         "those utterances from the corpus, or train audio-only with --modalities audio.")
+
+
 def make_folds(dataset, data_args):
     if data_args.cv == "speakers" or "session" not in dataset.column_names:
         folds = leave_speakers_out(dataset, n_folds=data_args.num_speaker_folds)
@@ -139,7 +152,13 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     # Seed before the fresh layers are initialised: the Trainer only seeds once the model exists, and torch's
     # start-up seed differs per process, so without this the same --seed gives a different model every run.
     set_seed(training_args.seed)
-    model, processor = build_model(model_args, label_names)
+    finished = finished_fold(training_args.resume_from_checkpoint, output_dir)
+    if finished:  # `--resume_from_checkpoint last` and this fold completed in an earlier run: re-test its model
+        logger.info("Fold in %s finished in an earlier run: reloading its model instead of training.", output_dir)
+        model = MERForSequenceClassification.from_pretrained(output_dir)
+        processor = MERProcessor.from_pretrained(output_dir)
+    else:
+        model, processor = build_model(model_args, label_names)
     # Fold runs never push: the final model is pushed once, with its card, after all folds (see save_model).
     args = dataclasses.replace(training_args, output_dir=str(output_dir), push_to_hub=False)
     callbacks = []
@@ -163,12 +182,20 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
         data_collator=train_collator, compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if not finished:
+        trainer.train(resume_from_checkpoint=checkpoint_for(training_args.resume_from_checkpoint, output_dir))
+        # The fold's final (best) model next to its checkpoints: a usable model folder, and what a resumed
+        # cross-validation reloads instead of training this fold again.
+        trainer.save_model()
+        if args.should_save:
+            processor.save_pretrained(output_dir)
     # Evaluation crops deterministically (centre window).
     trainer.data_collator = eval_collator
     prediction = trainer.predict(splits["test"])
     logits, embeddings = prediction.predictions
     metrics = compute_emotion_metrics(logits.argmax(-1), prediction.label_ids, label_names=label_names)
+    if args.should_save:
+        mark_fold_finished(output_dir, metrics)
     return trainer, processor, metrics, embeddings, prediction.label_ids
 
 
@@ -198,6 +225,9 @@ def run(model_args, data_args, training_args):
     dataset, label_names = load_data(data_args)
     folds = make_folds(dataset, data_args)
     rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
+    check_resume_value(training_args.resume_from_checkpoint, runs=len(rows) * len(folds))
+    check_transcripts(dataset, {m for overrides in rows.values()
+                                for m in dataclasses.replace(model_args, **overrides).modality_tuple})
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results, confusion, projection, final = {}, 0, None, None

@@ -14,6 +14,7 @@ means the resumed run saw different data or state, which is what this test is fo
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_mer.demo import load_demo
+from modeling_mer.resume import check_resume_value, checkpoint_for
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS, SAVE_STEPS, KILL_AT = 8, 2, 4
@@ -145,3 +147,53 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tmp_path, tiny_corpora,
     assert expected.keys() == got.keys()
     different = [name for name in expected if not torch.equal(expected[name], got[name])]
     assert not different, f"{len(different)} tensors differ after the resume, e.g. {different[:3]}"
+
+
+@pytest.mark.slow
+def test_resume_last_keeps_finished_folds_and_trains_the_rest(tmp_path, tiny_corpora):
+    """`--resume_from_checkpoint last` over two folds: the finished fold is reloaded, the lost one retrained."""
+    corpus, triplet_weight = tiny_corpora["length_grouped"], CASES["length_grouped"]["triplet_weight"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    output_dir = tmp_path / "run"
+    two_folds = ("--cv", "loso", "--folds", "4,5")
+
+    def train(*extra):
+        completed = subprocess.run(command(corpus, output_dir, triplet_weight, *two_folds, *extra), cwd=REPO,
+                                   env=env, capture_output=True, text=True, timeout=2 * TIMEOUT_S)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        return completed.stdout + completed.stderr
+
+    train()
+    first_results = json.loads((output_dir / "results.json").read_text())["folds"]
+    first_model = load_file(output_dir / "model" / "model.safetensors")
+    fold_4 = output_dir / "runs" / "full_model" / "fold_4"
+    fold_4_weights = (fold_4 / "model.safetensors").read_bytes()
+    # The run "died" before fold 5 began: its folder is gone.
+    shutil.rmtree(fold_dir(output_dir))
+
+    log = train("--resume_from_checkpoint", "last")
+    assert log.count("finished in an earlier run") == 1
+    assert len([line for line in log.splitlines() if line.startswith("{'loss'")]) == MAX_STEPS  # fold 5 only
+    assert (fold_4 / "model.safetensors").read_bytes() == fold_4_weights
+    assert json.loads((output_dir / "results.json").read_text())["folds"] == first_results
+    final = load_file(output_dir / "model" / "model.safetensors")
+    assert all(torch.equal(first_model[name], final[name]) for name in first_model)
+
+
+def test_resume_last_picks_the_newest_complete_checkpoint(tmp_path):
+    for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, "{trunc")):  # 6 and 8: killed while saving
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert checkpoint_for("last", tmp_path) == str(tmp_path / "checkpoint-4")
+    assert checkpoint_for("last", tmp_path / "never_started") is None
+    assert checkpoint_for(None, tmp_path) is None
+
+
+def test_one_checkpoint_path_for_many_folds_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="resume_from_checkpoint last"):
+        check_resume_value(str(tmp_path / "checkpoint-4"), runs=5)
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        check_resume_value(str(tmp_path / "checkpoint-4"), runs=1)
+    check_resume_value("last", runs=25)  # accepted

@@ -173,6 +173,21 @@ def test_impossible_arguments_fail_before_any_model_is_built(tmp_path):
         experiment_module.check_arguments(ModelArguments(), DataArguments(corpus="iemocap"), training_args(tmp_path))
 
 
+def test_empty_transcripts_fail_before_any_model_is_built(tmp_path, monkeypatch):
+    corpus = synthetic_corpus()
+    corpus = corpus.map(lambda row, index: {"text": "  " if index in (3, 7) else row["text"]}, with_indices=True)
+
+    def no_model(*_):
+        raise AssertionError("a model was built before the transcripts were checked")
+
+    monkeypatch.setattr(experiment_module, "build_model", no_model)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    with pytest.raises(ValueError, match=rf"2 of {len(corpus)} utterances have an empty transcript.*"
+                                         rf"{corpus[3]['id']}.*--modalities audio"):
+        experiment_module.run(ModelArguments(), DataArguments(), training_args(tmp_path))
+    experiment_module.check_transcripts(corpus, {"audio"})  # audio-only training never reads the text
+
+
 def test_compute_metrics_reports_ua_for_best_model_selection():
     from transformers import EvalPrediction
 
