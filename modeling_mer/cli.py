@@ -67,6 +67,25 @@ def collect_items(args) -> list[dict]:
     return items
 
 
+def longest_first(items: list[dict]) -> list[dict]:
+    """The items by decreasing duration, each tagged with its input position.
+
+    Batches of similar length need little padding (benchmarks/bench_pipeline.py), the longest batch comes
+    first so an out-of-memory error shows at once, and files whose header cannot be read come before all
+    others so their error stops the run before any work is done.
+    """
+    import soundfile
+
+    def seconds(item):
+        try:
+            return soundfile.info(item["audio"]).duration
+        except Exception:  # missing, unreadable or not audio: the pipeline raises the clear error
+            return float("inf")
+
+    tagged = [{**item, "position": position} for position, item in enumerate(items)]
+    return sorted(tagged, key=seconds, reverse=True)
+
+
 def _as_record(item: dict, result) -> dict:
     """One JSON record per input, whichever form the pipeline returned (a transcript comes back as a dict)."""
     if isinstance(result, dict):
@@ -102,12 +121,13 @@ def main(argv=None) -> int:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     items = []
     try:
-        items = collect_items(args)
+        items = longest_first(collect_items(args))
         records = predict(args, items)
     except (ValueError, FileNotFoundError) as error:
         # Errors name the item ("item 3: ..."); map that back to the file the user typed.
         print(f"mer-predict: error: {_name_item(str(error), items)}", file=sys.stderr)
         return 2
+    records = [record for _, record in sorted(zip((item["position"] for item in items), records, strict=True))]
     if args.json:
         print(json.dumps(records, indent=2))
     else:
@@ -116,9 +136,11 @@ def main(argv=None) -> int:
 
 
 def _name_item(message: str, items: list[dict]) -> str:
+    """`items` in the order the pipeline saw them; the message names the file and its position on the command line."""
     prefix = message.split(":", 1)[0]
     if prefix.startswith("item ") and prefix[5:].isdigit() and int(prefix[5:]) < len(items):
-        return f"{items[int(prefix[5:])]['audio']} ({prefix}){message[len(prefix):]}"
+        item = items[int(prefix[5:])]
+        return f"{item['audio']} (item {item.get('position', int(prefix[5:]))}){message[len(prefix):]}"
     return message
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tiny_folders import ASR_WORD, save_tiny_asr, save_tiny_model, write_wav
 
-from modeling_mer.cli import _name_item, build_parser, collect_items, read_manifest
+from modeling_mer.cli import _name_item, build_parser, collect_items, longest_first, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,31 @@ def test_manifest_json_asr_and_progress_bar(folders, tmp_path):
     assert "12/12" in done.stderr  # tqdm's bar on a list this long
 
 
+def test_batches_longest_first_but_answers_in_input_order(folders, tmp_path):
+    """Files are batched by length; the output follows the command line and equals unbatched scoring."""
+    clips = folders / "clips"
+    order = [3, 0, 11, 5, 1, 8]  # mixed lengths (clip i is 2000 + 500 i samples)
+    texts = [f"words for clip {index}" for index in order]
+    args = [*(clips / f"clip{index}.wav" for index in order), *(part for text in texts for part in ("--text", text)),
+            "--model", folders / "model", "--json"]
+    batched = mer_predict(*args, "--batch-size", "4", home=tmp_path)
+    single = mer_predict(*args, "--batch-size", "1", home=tmp_path)
+    assert batched.returncode == 0 and single.returncode == 0, batched.stderr[-3000:] + single.stderr[-3000:]
+    batched, single = json.loads(batched.stdout), json.loads(single.stdout)
+    assert [Path(r["audio"]).name for r in batched] == [f"clip{index}.wav" for index in order]
+    assert [r["text"] for r in batched] == texts
+    for with_padding, alone in zip(batched, single, strict=True):
+        scores = {s["label"]: s["score"] for s in alone["scores"]}
+        assert all(abs(s["score"] - scores[s["label"]]) < 1e-5 for s in with_padding["scores"])
+
+
+def test_longest_first_puts_unreadable_files_first(folders):
+    clips = folders / "clips"
+    items = [{"audio": str(clips / "clip1.wav")}, {"audio": str(clips / "nope.wav")}, {"audio": str(clips / "clip4.wav")}]
+    assert [(Path(i["audio"]).name, i["position"]) for i in longest_first(items)] == [
+        ("nope.wav", 1), ("clip4.wav", 2), ("clip1.wav", 0)]
+
+
 def test_errors_name_the_file(folders, tmp_path):
     clips = folders / "clips"
     done = mer_predict(clips / "clip0.wav", clips / "missing.wav", "--text", "a", "--text", "b",
@@ -87,4 +112,6 @@ def test_manifest_needs_an_audio_column(tmp_path):
 def test_item_numbers_map_back_to_files():
     items = [{"audio": "a.wav"}, {"audio": "b.wav"}]
     assert _name_item("item 1: too short", items) == "b.wav (item 1): too short"
+    # After longest_first the pipeline's position differs from the command line's; the latter is reported.
+    assert _name_item("item 0: too short", [{"audio": "b.wav", "position": 1}]) == "b.wav (item 1): too short"
     assert _name_item("something else", items) == "something else"
