@@ -171,7 +171,8 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     train_collator = MERDataCollator(processor, training=True, **collate)
     eval_collator = MERDataCollator(processor, training=False, **collate)
     # Frozen encoders run once per utterance; every epoch, fold and ablation row of this run shares the store.
-    cache = FeatureCache.for_model(model, processor, Path(training_args.output_dir) / "feature_cache",
+    cache_dir = training_args.feature_cache_dir or Path(training_args.output_dir) / "feature_cache"
+    cache = FeatureCache.for_model(model, processor, cache_dir,
                                    max_audio_seconds=data_args.max_audio_seconds, seed=training_args.seed)
     if cache is not None:
         with args.main_process_first(desc="frozen-encoder feature cache"):

@@ -66,6 +66,9 @@ class MERTrainingArguments(TrainingArguments):
         "help": "Learning rate of the pretrained encoders (trainable parts only)."})
     frozen_encoder_epochs: float = field(default=0, metadata={
         "help": "Keep the encoders frozen for this many first epochs so the fresh fusion settles first."})
+    feature_cache_dir: str | None = field(default=None, metadata={
+        "help": "Where frozen encoders' outputs are stored (default <output_dir>/feature_cache). Point several runs "
+                "at one folder to share it: entries are keyed by encoder weights and exact input, never stale."})
     early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many evaluations "
                                                                       "without a better validation UA; 0 = off."})
     num_train_epochs: float = 10

@@ -1,5 +1,7 @@
 """Frozen-encoder feature cache: exact cached forward, cache hits, invalidation, refusals, and train_fold using it."""
 
+import dataclasses
+
 import datasets
 import numpy as np
 import pytest
@@ -166,3 +168,8 @@ def test_train_fold_trains_on_cached_states_and_later_rows_reuse_them(tmp_path, 
     _, _, metrics, _, _ = experiment_module.train_fold(ModelArguments(use_focus_attention=False), data_args, args,
                                                        splits, list(range(4)), tmp_path / "no_focus")
     assert calls == [] and 0 <= metrics["ua"] <= 1  # a row that changes only the fusion encodes nothing
+    # Another run (another output_dir) pointed at the same --feature_cache_dir finds everything stored.
+    other_run = dataclasses.replace(args, output_dir=str(tmp_path / "other_run"),
+                                    feature_cache_dir=str(tmp_path / "feature_cache"))
+    experiment_module.train_fold(ModelArguments(), data_args, other_run, splits, list(range(4)), tmp_path / "again")
+    assert calls == [] and not (tmp_path / "other_run" / "feature_cache").exists()
