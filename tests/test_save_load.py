@@ -35,6 +35,9 @@ def test_saved_folder_is_hub_ready(saved_folder):
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification",
                              "AutoModelForAudioClassification", "AutoProcessor"}
+    # AutoProcessor reads its class from processor_config.json; without it a pipeline gets the bare tokenizer.
+    processor_map = json.loads((folder / "processor_config.json").read_text()).get("auto_map", {})
+    assert processor_map.get("AutoProcessor") == "processing_mer.MERProcessor"
     # Shipped files link each other only by relative imports (a Hub folder is flat).
     for path in folder.glob("*.py"):
         source = path.read_text()
