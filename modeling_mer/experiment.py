@@ -1,6 +1,7 @@
 """One training protocol end to end: data -> folds -> (ablation rows x folds) of training -> numbers and pictures."""
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,7 +21,14 @@ from .model_card import write_model_card
 from .modeling_mer import MERForSequenceClassification
 from .plots import plot_confusion_matrix, plot_embeddings
 from .processing_mer import MERProcessor
-from .resume import check_resume_value, checkpoint_for, finished_fold, mark_fold_finished
+from .resume import (
+    check_resume_value,
+    check_same_settings,
+    checkpoint_for,
+    finished_fold,
+    mark_fold_finished,
+    record_settings,
+)
 from .trainer import FrozenEncoderWarmup, MERTrainer, make_compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -152,6 +160,10 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     # Seed before the fresh layers are initialised: the Trainer only seeds once the model exists, and torch's
     # start-up seed differs per process, so without this the same --seed gives a different model every run.
     set_seed(training_args.seed)
+    settings = fold_settings(model_args, data_args, training_args, splits)
+    check_same_settings(training_args.resume_from_checkpoint, output_dir, settings)
+    if training_args.should_save:
+        record_settings(output_dir, settings)
     finished = finished_fold(training_args.resume_from_checkpoint, output_dir)
     if finished:  # `--resume_from_checkpoint last` and this fold completed in an earlier run: re-test its model
         logger.info("Fold in %s finished in an earlier run: reloading its model instead of training.", output_dir)
@@ -198,6 +210,24 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     if args.should_save:
         mark_fold_finished(output_dir, metrics)
     return trainer, processor, metrics, embeddings, prediction.label_ids
+
+
+# Training arguments that change what a fold learns (paths, logging and resume options do not).
+RESULT_SHAPING_TRAINING_ARGS = (
+    "learning_rate", "encoder_learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "seed", "warmup_steps", "weight_decay", "lr_scheduler_type",
+    "frozen_encoder_epochs", "early_stopping_patience", "metric_for_best_model", "train_sampling_strategy")
+
+
+def fold_settings(model_args, data_args, training_args, splits):
+    """What makes a fold's result what it is: model and data arguments, training hyper-parameters, the split ids."""
+    data = {k: v for k, v in dataclasses.asdict(data_args).items() if k not in ("folds", "ablation", "cv")}
+    ids = {}
+    for name, split in splits.items():
+        column = split["id"] if "id" in split.column_names else range(len(split))
+        ids[name] = hashlib.blake2b("\n".join(map(str, column)).encode(), digest_size=8).hexdigest()
+    return {"model": dataclasses.asdict(model_args), "data": data, "split_ids": ids,
+            "training": {name: getattr(training_args, name) for name in RESULT_SHAPING_TRAINING_ARGS}}
 
 
 def summarise(results):

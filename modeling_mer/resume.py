@@ -3,7 +3,9 @@
 `--resume_from_checkpoint last` is the form for cross-validation: every fold looks in its own run folder,
 continues from its latest *complete* checkpoint, starts fresh when it has none, and a fold that already
 finished is not trained again (its saved model is reloaded and re-tested). An explicit checkpoint path can
-only describe one run, so it is refused when several folds or ablation rows would share it.
+only describe one run, so it is refused when several folds or ablation rows would share it. A fold folder
+also records the settings it was trained with; resuming it under other settings (another learning rate,
+encoder, corpus or split) is refused rather than mixing two experiments in one table.
 """
 
 import json
@@ -13,6 +15,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 LAST = ("last", "true")  # `true` is what users of Trainer's own boolean form type
 FOLD_DONE = "fold_result.json"  # written after a fold's model is saved and tested
+SETTINGS = "run_settings.json"  # written when a fold starts
 
 
 def wants_last(value) -> bool:
@@ -59,6 +62,34 @@ def finished_fold(value, run_dir: Path) -> bool:
 
 def mark_fold_finished(run_dir: Path, metrics: dict):
     (Path(run_dir) / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
+
+
+def check_same_settings(value, run_dir: Path, settings: dict):
+    """Under `last`, refuse to resume a fold that an earlier run trained with other settings."""
+    path = Path(run_dir) / SETTINGS
+    if not wants_last(value) or not path.is_file():
+        return
+    before, now = json.loads(path.read_text()), _as_json(settings)
+    changed = {key: (before.get(key), now.get(key)) for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)}
+    if changed:
+        shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in list(changed.items())[:6])
+        raise ValueError(f"{run_dir} was trained with other settings ({shown}), so --resume_from_checkpoint last "
+                         "would mix two experiments. Use a new --output_dir, or delete that folder to retrain it.")
+
+
+def record_settings(run_dir: Path, settings: dict):
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / SETTINGS).write_text(json.dumps(_as_json(settings), indent=2, sort_keys=True))
+
+
+def _as_json(settings: dict) -> dict:
+    """Flat `{"training.learning_rate": ...}`, tuples as lists and enums as strings: as they come back from the file."""
+    flat = {}
+    for group, values in settings.items():
+        for key, value in values.items():
+            flat[f"{group}.{key}"] = value
+    return json.loads(json.dumps(flat, sort_keys=True, default=str))
 
 
 def _state_parses(checkpoint: Path) -> bool:

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_mer.demo import load_demo
-from modeling_mer.resume import check_resume_value, checkpoint_for
+from modeling_mer.resume import check_resume_value, check_same_settings, checkpoint_for, record_settings
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS, SAVE_STEPS, KILL_AT = 8, 2, 4
@@ -197,3 +197,14 @@ def test_one_checkpoint_path_for_many_folds_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
         check_resume_value(str(tmp_path / "checkpoint-4"), runs=1)
     check_resume_value("last", runs=25)  # accepted
+
+
+def test_resume_last_refuses_a_fold_trained_with_other_settings(tmp_path):
+    settings = {"training": {"learning_rate": 1e-3, "seed": 0}, "model": {"modalities": "text,audio"},
+                "split_ids": {"train": "ab12"}}
+    record_settings(tmp_path, settings)
+    check_same_settings("last", tmp_path, settings)  # same settings: resumes
+    changed = {**settings, "training": {"learning_rate": 5e-4, "seed": 0}}
+    with pytest.raises(ValueError, match=r"training.learning_rate: 0.001 -> 0.0005.*new --output_dir"):
+        check_same_settings("last", tmp_path, changed)
+    check_same_settings(None, tmp_path, changed)  # a fresh run just starts over in that folder
