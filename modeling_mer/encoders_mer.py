@@ -195,7 +195,8 @@ class SpeechEncoder(nn.Module):
             lengths = audio_attention_mask.sum(-1)
             self.first_norm.frame_lengths = torch.div(lengths - first.kernel_size[0], first.stride[0],
                                                       rounding_mode="floor") + 1
-        outputs = self.model(input_values, attention_mask=audio_attention_mask,
+        # The processor gives float32 audio; a model loaded in bf16/fp16 takes it as is.
+        outputs = self.model(input_values.to(self.model.dtype), attention_mask=audio_attention_mask,
                              output_hidden_states=self.layer_sum is not None, return_dict=True)
         frames = self.layer_sum(outputs.hidden_states) if self.layer_sum is not None else outputs.last_hidden_state
         frame_mask = self.frame_mask(audio_attention_mask, frames.shape[1])

@@ -67,11 +67,12 @@ class SpectralFeatures(nn.Module):
         return torch.div(num_samples - self.window_length, self.hop_length, rounding_mode="floor") + 1
 
     def forward(self, waveform):
-        # Spectra in float32 even under bf16 autocast: log of tiny powers is not representable in bf16.
+        # Spectra in float32 even under bf16 autocast or in a model cast to bf16 (buffers included): the log of
+        # tiny powers is not representable in bf16.
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             frames = waveform.float().unfold(-1, self.window_length, self.hop_length)  # (B, T, 400)
-            spectrum = torch.fft.rfft(frames * self.window, n=self.n_fft)  # (B, T, n_fft // 2 + 1)
+            spectrum = torch.fft.rfft(frames * self.window.float(), n=self.n_fft)  # (B, T, n_fft // 2 + 1)
             power = spectrum.real.square() + spectrum.imag.square()
-            log_mel = torch.log(power @ self.mel_filters + 1e-6)  # (B, T, num_mel_bins)
-            mfcc = log_mel @ self.dct  # (B, T, num_mfcc)
+            log_mel = torch.log(power @ self.mel_filters.float() + 1e-6)  # (B, T, num_mel_bins)
+            mfcc = log_mel @ self.dct.float()  # (B, T, num_mfcc)
         return log_mel, mfcc

@@ -115,6 +115,26 @@ def test_every_trainable_parameter_gets_a_gradient(processor):
     assert missing == []
 
 
+def test_bf16_autocast_training_step_and_a_bf16_model_agree_with_float32(processor):
+    """Mixed precision (what --bf16 does) trains every parameter; a model cast to bf16 takes the processor's
+    float32 audio and predicts what the float32 model predicts, up to bf16 rounding."""
+    torch.manual_seed(0)
+    model = MERForSequenceClassification(tiny_config()).train()
+    batch = random_batch(processor, lengths=(3000, 2000, 2500, 1800),
+                         texts=("i am happy", "so sad", "angry now", "fine"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch, labels=torch.tensor([0, 0, 1, 1])).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).logits.softmax(-1)
+        got = model.to(torch.bfloat16)(**batch).logits.float().softmax(-1)
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=0)
+
+
 @pytest.mark.parametrize("switch,prefix", [
     ("freeze_feature_encoder", "mer.speech_encoder.model.feature_extractor."),
     ("freeze_audio_encoder", "mer.speech_encoder.model."),
