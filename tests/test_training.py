@@ -173,6 +173,26 @@ def test_impossible_arguments_fail_before_any_model_is_built(tmp_path):
         experiment_module.check_arguments(ModelArguments(), DataArguments(corpus="iemocap"), training_args(tmp_path))
 
 
+def test_bf16_mixed_precision_run_trains_and_saves_float32_weights(tmp_path, monkeypatch):
+    """--bf16 (CPU autocast here, CUDA autocast on a GPU): the run completes, the loss parts are finite, and the
+    saved model keeps float32 master weights."""
+    def tiny_builder(model_args, label_names):
+        return MERForSequenceClassification(tiny_config(id2label=dict(enumerate(label_names)))), tiny_processor()
+
+    monkeypatch.setattr(experiment_module, "build_model", tiny_builder)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (synthetic_corpus(), list(LABELS)))
+    args = training_args(tmp_path, bf16=True, max_steps=3, save_strategy="steps", save_steps=3)
+    results, _ = experiment_module.run(ModelArguments(), DataArguments(), args)
+    assert 0 <= results["full model"][3]["ua"] <= 1
+    history = json.loads((tmp_path / "run" / "runs" / "full_model" / "fold_3" / "checkpoint-3" /
+                                     "trainer_state.json").read_text())
+    logged = [entry for entry in history["log_history"] if "ce_loss" in entry]
+    assert logged and all(np.isfinite([entry["loss"], entry["ce_loss"], entry["triplet_loss"]]).all()
+                          for entry in logged)
+    saved = MERForSequenceClassification.from_pretrained(tmp_path / "run" / "model")
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
+
+
 def test_empty_transcripts_fail_before_any_model_is_built(tmp_path, monkeypatch):
     corpus = synthetic_corpus()
     corpus = corpus.map(lambda row, index: {"text": "  " if index in (3, 7) else row["text"]}, with_indices=True)
