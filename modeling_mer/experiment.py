@@ -27,7 +27,7 @@ from .resume import (
     checkpoint_for,
     finished_fold,
     mark_fold_finished,
-    record_settings,
+    start_fold,
 )
 from .trainer import FrozenEncoderWarmup, MERTrainer, make_compute_metrics
 
@@ -162,9 +162,9 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     set_seed(training_args.seed)
     settings = fold_settings(model_args, data_args, training_args, splits)
     check_same_settings(training_args.resume_from_checkpoint, output_dir, settings)
-    if training_args.should_save:
-        record_settings(output_dir, settings)
     finished = finished_fold(training_args.resume_from_checkpoint, output_dir)
+    if not finished and training_args.should_save:
+        start_fold(output_dir, settings)
     if finished:  # `--resume_from_checkpoint last` and this fold completed in an earlier run: re-test its model
         logger.info("Fold in %s finished in an earlier run: reloading its model instead of training.", output_dir)
         model = MERForSequenceClassification.from_pretrained(output_dir)
@@ -262,14 +262,21 @@ def run(model_args, data_args, training_args):
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results, confusion, projection, final = {}, 0, None, None
+    def run_dir(row, fold):
+        return output_dir / "runs" / row.replace(" ", "_") / f"fold_{fold}"
+
+    # Every fold of every row before any training: resuming one trained with other settings fails now, not hours in.
+    for row, overrides in rows.items():
+        for fold, splits in folds.items():
+            check_same_settings(training_args.resume_from_checkpoint, run_dir(row, fold), fold_settings(
+                dataclasses.replace(model_args, **overrides), data_args, training_args, splits))
     for row, overrides in rows.items():
         row_args = dataclasses.replace(model_args, **overrides)
         results[row] = {}
         for fold, splits in folds.items():
             logger.info("Training %s, fold %s: %s", row, fold, {k: len(v) for k, v in splits.items()})
-            run_dir = output_dir / "runs" / row.replace(" ", "_") / f"fold_{fold}"
             trainer, processor, metrics, embeddings, labels = train_fold(row_args, data_args, training_args, splits,
-                                                                         label_names, run_dir)
+                                                                         label_names, run_dir(row, fold))
             results[row][fold] = metrics
             if row == "full model":
                 confusion = confusion + np.asarray(metrics["confusion_matrix"])

@@ -60,6 +60,13 @@ def finished_fold(value, run_dir: Path) -> bool:
     return wants_last(value) and (Path(run_dir) / FOLD_DONE).is_file()
 
 
+def start_fold(run_dir: Path, settings: dict):
+    """Record what this fold is trained with, and drop a result an earlier run left (it describes other weights)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / SETTINGS).write_text(json.dumps(_as_json(settings), indent=2, sort_keys=True))
+    (Path(run_dir) / FOLD_DONE).unlink(missing_ok=True)
+
+
 def mark_fold_finished(run_dir: Path, metrics: dict):
     (Path(run_dir) / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
 
@@ -76,11 +83,6 @@ def check_same_settings(value, run_dir: Path, settings: dict):
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in list(changed.items())[:6])
         raise ValueError(f"{run_dir} was trained with other settings ({shown}), so --resume_from_checkpoint last "
                          "would mix two experiments. Use a new --output_dir, or delete that folder to retrain it.")
-
-
-def record_settings(run_dir: Path, settings: dict):
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / SETTINGS).write_text(json.dumps(_as_json(settings), indent=2, sort_keys=True))
 
 
 def _as_json(settings: dict) -> dict:

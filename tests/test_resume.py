@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_mer.demo import load_demo
-from modeling_mer.resume import check_resume_value, check_same_settings, checkpoint_for, record_settings
+from modeling_mer.resume import check_resume_value, check_same_settings, checkpoint_for, start_fold
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS, SAVE_STEPS, KILL_AT = 8, 2, 4
@@ -179,6 +179,14 @@ def test_resume_last_keeps_finished_folds_and_trains_the_rest(tmp_path, tiny_cor
     final = load_file(output_dir / "model" / "model.safetensors")
     assert all(torch.equal(first_model[name], final[name]) for name in first_model)
 
+    # Another learning rate with `last` would mix two experiments: refused before any fold trains.
+    refused = subprocess.run(command(corpus, output_dir, triplet_weight, *two_folds, "--resume_from_checkpoint",
+                                     "last", "--learning_rate", "0.01"),
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert refused.returncode != 0
+    assert "fold_4 was trained with other settings (training.learning_rate: 0.001 -> 0.01)" in refused.stderr
+    assert "{'loss'" not in refused.stdout + refused.stderr
+
 
 def test_resume_last_picks_the_newest_complete_checkpoint(tmp_path):
     for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, "{trunc")):  # 6 and 8: killed while saving
@@ -202,7 +210,9 @@ def test_one_checkpoint_path_for_many_folds_is_refused(tmp_path):
 def test_resume_last_refuses_a_fold_trained_with_other_settings(tmp_path):
     settings = {"training": {"learning_rate": 1e-3, "seed": 0}, "model": {"modalities": "text,audio"},
                 "split_ids": {"train": "ab12"}}
-    record_settings(tmp_path, settings)
+    (tmp_path / "fold_result.json").write_text("{}")  # left by an earlier run in this folder
+    start_fold(tmp_path, settings)
+    assert not (tmp_path / "fold_result.json").exists()  # a fresh start never passes for a finished fold
     check_same_settings("last", tmp_path, settings)  # same settings: resumes
     changed = {**settings, "training": {"learning_rate": 5e-4, "seed": 0}}
     with pytest.raises(ValueError, match=r"training.learning_rate: 0.001 -> 0.0005.*new --output_dir"):
