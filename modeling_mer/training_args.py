@@ -66,6 +66,9 @@ class MERTrainingArguments(TrainingArguments):
         "help": "Learning rate of the pretrained encoders (trainable parts only)."})
     frozen_encoder_epochs: float = field(default=0, metadata={
         "help": "Keep the encoders frozen for this many first epochs so the fresh fusion settles first."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={
+        "help": "'last': every fold resumes from its newest complete checkpoint and finished folds are kept (rerun "
+                "the same command after an interruption). A checkpoint-N folder: resume that one run (one fold only)."})
     feature_cache_dir: str | None = field(default=None, metadata={
         "help": "Where frozen encoders' outputs are stored (default <output_dir>/feature_cache). Point several runs "
                 "at one folder to share it: entries are keyed by encoder weights and exact input, never stale."})
