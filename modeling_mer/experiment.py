@@ -151,6 +151,10 @@ def make_folds(dataset, data_args):
     return folds
 
 
+def fold_dir(output_dir, row, fold):
+    return Path(output_dir) / "runs" / row.replace(" ", "_") / f"fold_{fold}"
+
+
 def train_fold(model_args, data_args, training_args, splits, label_names, output_dir):
     """Train on splits['train'], select on splits['validation'], report on splits['test'] (never used before)."""
     for split in ("train", "validation", "test"):
@@ -160,11 +164,9 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     # Seed before the fresh layers are initialised: the Trainer only seeds once the model exists, and torch's
     # start-up seed differs per process, so without this the same --seed gives a different model every run.
     set_seed(training_args.seed)
-    settings = fold_settings(model_args, data_args, training_args, splits)
-    check_same_settings(training_args.resume_from_checkpoint, output_dir, settings)
-    finished = finished_fold(training_args.resume_from_checkpoint, output_dir)
+    finished = finished_fold(training_args.resume_from_checkpoint, output_dir)  # settings checked by run()
     if not finished and training_args.should_save:
-        start_fold(output_dir, settings)
+        start_fold(output_dir, fold_settings(model_args, data_args, training_args, splits))
     if finished:  # `--resume_from_checkpoint last` and this fold completed in an earlier run: re-test its model
         logger.info("Fold in %s finished in an earlier run: reloading its model instead of training.", output_dir)
         model = MERForSequenceClassification.from_pretrained(output_dir)
@@ -256,27 +258,23 @@ def run(model_args, data_args, training_args):
     dataset, label_names = load_data(data_args)
     folds = make_folds(dataset, data_args)
     rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
+    row_args = {row: dataclasses.replace(model_args, **overrides) for row, overrides in rows.items()}
     check_resume_value(training_args.resume_from_checkpoint, runs=len(rows) * len(folds))
-    check_transcripts(dataset, {m for overrides in rows.values()
-                                for m in dataclasses.replace(model_args, **overrides).modality_tuple})
+    check_transcripts(dataset, {modality for args in row_args.values() for modality in args.modality_tuple})
     output_dir = Path(training_args.output_dir)
+    # Every fold of every row before any training: resuming one trained with other settings fails now, not hours in.
+    for row, args in row_args.items():
+        for fold, splits in folds.items():
+            check_same_settings(training_args.resume_from_checkpoint, fold_dir(output_dir, row, fold),
+                                fold_settings(args, data_args, training_args, splits))
     output_dir.mkdir(parents=True, exist_ok=True)
     results, confusion, projection, final = {}, 0, None, None
-    def run_dir(row, fold):
-        return output_dir / "runs" / row.replace(" ", "_") / f"fold_{fold}"
-
-    # Every fold of every row before any training: resuming one trained with other settings fails now, not hours in.
-    for row, overrides in rows.items():
-        for fold, splits in folds.items():
-            check_same_settings(training_args.resume_from_checkpoint, run_dir(row, fold), fold_settings(
-                dataclasses.replace(model_args, **overrides), data_args, training_args, splits))
-    for row, overrides in rows.items():
-        row_args = dataclasses.replace(model_args, **overrides)
+    for row, args in row_args.items():
         results[row] = {}
         for fold, splits in folds.items():
             logger.info("Training %s, fold %s: %s", row, fold, {k: len(v) for k, v in splits.items()})
-            trainer, processor, metrics, embeddings, labels = train_fold(row_args, data_args, training_args, splits,
-                                                                         label_names, run_dir(row, fold))
+            trainer, processor, metrics, embeddings, labels = train_fold(args, data_args, training_args, splits,
+                                                                         label_names, fold_dir(output_dir, row, fold))
             results[row][fold] = metrics
             if row == "full model":
                 confusion = confusion + np.asarray(metrics["confusion_matrix"])
