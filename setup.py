@@ -11,8 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     py_modules=["configuration_mer", "train"],
-    packages=["modeling_mer"],
-    package_data={"modeling_mer": ["demo/*.parquet", "demo/*.md"]},
+    packages=["modeling_mer", "modeling_mer.data", "modeling_mer.training"],
+    package_data={"modeling_mer.data": ["demo_corpus/*.parquet", "demo_corpus/*.md"]},
     install_requires=[
         "torch>=2.4,<3",
         "transformers>=5.0,<6",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from modeling_mer.experiment import run
-from modeling_mer.training_args import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training.arguments import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training.experiment import run
 
 
 def parse_arguments(argv):

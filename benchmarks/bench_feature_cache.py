@@ -40,8 +40,8 @@ from transformers import AutoTokenizer, Wav2Vec2FeatureExtractor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modeling_mer import MERConfig, MERForSequenceClassification, MERProcessor  # noqa: E402
-from modeling_mer.collator import MERDataCollator  # noqa: E402
-from modeling_mer.feature_cache import FeatureCache  # noqa: E402
+from modeling_mer.data.collator import MERDataCollator  # noqa: E402
+from modeling_mer.training.feature_cache import FeatureCache  # noqa: E402
 
 WORDS = ("i", "am", "so", "happy", "sad", "today", "the", "table", "is", "brown", "angry", "not", "really", "fine")
 

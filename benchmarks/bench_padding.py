@@ -9,7 +9,7 @@ Run from the repository root: PYTHONPATH=. python benchmarks/bench_padding.py
 
 import numpy as np
 
-from modeling_mer.sampling import LengthGroupedBatchSampler
+from modeling_mer.data.sampling import LengthGroupedBatchSampler
 
 
 def iemocap_like_lengths(n: int = 5531, seed: int = 0) -> np.ndarray:
@@ -46,7 +46,7 @@ def report(name: str, lengths: np.ndarray, batch_sizes=(8, 16, 32), epochs: int 
 def main() -> None:
     report("IEMOCAP-like (simulated)", iemocap_like_lengths())
     try:
-        from modeling_mer.demo import load_demo
+        from modeling_mer.data.demo import load_demo
 
         demo = load_demo()
     except (ImportError, FileNotFoundError, OSError) as err:

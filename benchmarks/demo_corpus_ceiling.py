@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
-from modeling_mer.demo import load_demo
+from modeling_mer.data.demo import load_demo
 
 FRAME, HOP = 640, 160  # 40 ms windows, 10 ms hop at 16 kHz
 F0_MIN, F0_MAX = 70.0, 400.0

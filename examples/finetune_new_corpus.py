@@ -16,11 +16,11 @@ import json
 from transformers import EarlyStoppingCallback
 
 from modeling_mer import MERForSequenceClassification, MERProcessor
-from modeling_mer.collator import MERDataCollator
 from modeling_mer.data import leave_speakers_out, load_corpus
-from modeling_mer.emotion_metrics import compute_emotion_metrics
-from modeling_mer.trainer import MERTrainer, make_compute_metrics
-from modeling_mer.training_args import MERTrainingArguments
+from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.training.arguments import MERTrainingArguments
+from modeling_mer.training.metrics import compute_emotion_metrics
+from modeling_mer.training.trainer import MERTrainer, make_compute_metrics
 
 
 def parse_arguments(argv=None):

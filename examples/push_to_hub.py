@@ -11,7 +11,7 @@ Afterwards anyone can run `pipeline(model="your-name/mer-iemocap", trust_remote_
 import argparse
 from pathlib import Path
 
-from modeling_mer.hub import push_model_to_hub
+from modeling_mer.training.hub import push_model_to_hub
 
 
 def text_or_file(value: str) -> str:

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-TARGET_SAMPLING_RATE = 16000
+from .configuration_mer import SAMPLING_RATE
 
 # Band-limited resampling (windowed sinc, Hann window): the low-pass cut-off sits at ROLLOFF x the
 # lower Nyquist frequency, and each output sample sees LOWPASS_ZERO_CROSSINGS zero crossings of the
@@ -70,7 +70,7 @@ def _sinc_resample_kernel(orig_sr: int, target_sr: int) -> tuple[torch.Tensor, i
     return kernel[:, None, :], width
 
 
-def resample(waveform, orig_sr: int, target_sr: int = TARGET_SAMPLING_RATE):
+def resample(waveform, orig_sr: int, target_sr: int = SAMPLING_RATE):
     """Band-limited resampling along the last axis; returns the same type (numpy or torch) it got.
 
     Output length is ceil(len * target_sr / orig_sr); float32 out.
@@ -163,10 +163,10 @@ def _read_bytes(data, name: str) -> tuple[np.ndarray, int]:
 
 def load_audio(
     source,
-    sampling_rate: int = TARGET_SAMPLING_RATE,
+    sampling_rate: int = SAMPLING_RATE,
     name: str | None = None,
     *,
-    target_sampling_rate: int = TARGET_SAMPLING_RATE,
+    target_sampling_rate: int = SAMPLING_RATE,
 ) -> np.ndarray:
     """Decode, mix to mono and resample any audio source to a 1-D float32 array at 16 kHz.
 

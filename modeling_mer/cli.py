@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-TASK = "multimodal-emotion-recognition"
+from .configuration_mer import TASK
+
 PROGRESS_MIN_ITEMS = 10  # a bar for a handful of files is noise
 
 

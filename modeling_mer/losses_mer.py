@@ -1,13 +1,13 @@
 """Triplet losses with online mining, and the joint cross-entropy + triplet objective.
 
-Shipped with Hub checkpoints: imports only torch and the standard library.
+Shipped with Hub checkpoints: imports only torch and the config module's constants.
 
 Conventions shared by every function here:
 - `embeddings` is (B, D) and `labels` is (B,) of class ids; rows labelled `IGNORE_INDEX` (-100, the
   transformers / `cross_entropy` ignore index) take part in neither loss.
 - Distances follow FaceNet (Schroff et al. 2015): squared L2 distance between L2-normalised
-  embeddings, so every distance lies in [0, 4] and a margin of 0.2 (FaceNet's value) is meaningful
-  whatever the embedding scale.
+  embeddings, so every distance lies in [0, 4] and one margin (`DEFAULT_TRIPLET_MARGIN`, chosen in
+  configuration_mer) is meaningful whatever the embedding scale.
 - A batch with nothing to mine returns a zero that is still connected to the autograd graph (so
   `.backward()` works and DDP sees the parameters used), never NaN.
 """
@@ -15,9 +15,9 @@ Conventions shared by every function here:
 import torch
 import torch.nn.functional as F
 
+from .configuration_mer import DEFAULT_TRIPLET_MARGIN, TRIPLET_MININGS
+
 IGNORE_INDEX = -100
-MINING_STRATEGIES = ("batch_hard", "batch_all", "semi_hard")
-DEFAULT_MARGIN = 0.2
 
 
 def _graph_connected_zero(tensor: torch.Tensor) -> torch.Tensor:
@@ -149,11 +149,11 @@ _MINING_TO_LOSS = {
 def triplet_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
-    margin: float = DEFAULT_MARGIN,
+    margin: float = DEFAULT_TRIPLET_MARGIN,
     mining: str = "batch_hard",
 ) -> torch.Tensor:
     if mining not in _MINING_TO_LOSS:
-        raise ValueError(f"mining={mining!r} is not supported; choose one of {', '.join(MINING_STRATEGIES)}.")
+        raise ValueError(f"mining={mining!r} is not supported; choose one of {', '.join(TRIPLET_MININGS)}.")
     return _MINING_TO_LOSS[mining](embeddings, labels, margin)
 
 
@@ -162,7 +162,7 @@ def joint_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
     triplet_weight: float,
-    margin: float = DEFAULT_MARGIN,
+    margin: float = DEFAULT_TRIPLET_MARGIN,
     mining: str = "batch_hard",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """loss = CE(logits, labels) + triplet_weight * triplet(embeddings, labels).

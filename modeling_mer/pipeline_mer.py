@@ -36,11 +36,10 @@ from transformers.pipelines.base import ChunkPipeline
 from transformers.utils import logging
 
 from .audio_io_mer import load_audio
+from .configuration_mer import SAMPLING_RATE, TASK
 
 logger = logging.get_logger(__name__)
 
-TASK = "multimodal-emotion-recognition"
-SAMPLING_RATE = 16_000
 DEFAULT_MAX_AUDIO_SECONDS = 30.0
 INPUT_KEYS = ("audio", "text")
 AUDIO_DICT_KEYS = ("array", "raw", "sampling_rate", "path", "bytes")  # "raw": the ASR pipeline's name

@@ -5,9 +5,10 @@ import logging
 import numpy as np
 from transformers import AutoFeatureExtractor, AutoTokenizer, BatchFeature, ProcessorMixin
 
+from .configuration_mer import SAMPLING_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16_000
 
 
 class MERProcessor(ProcessorMixin):

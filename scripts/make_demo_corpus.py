@@ -5,8 +5,8 @@ Install and run (Debian/Ubuntu; the Python side needs numpy, soundfile and pyarr
     apt-get install -y espeak-ng sox
     python scripts/make_demo_corpus.py --seed 0
 
-It writes `modeling_mer/demo/demo_corpus.parquet` (16 kHz mono 16-bit FLAC bytes per row) and
-`modeling_mer/demo/README.md` (the design and the class/condition counts that tests/test_demo.py checks).
+It writes `modeling_mer/data/demo_corpus/demo_corpus.parquet` (16 kHz mono 16-bit FLAC bytes per row) and
+`modeling_mer/data/demo_corpus/README.md` (the design and the class/condition counts that tests/test_demo.py checks).
 The same seed, espeak-ng and sox versions give the same corpus.
 
 Why it looks like this: fusion has to have something to prove. Every emotional utterance carries its
@@ -32,7 +32,7 @@ import soundfile as sf
 LABEL_NAMES = ("neutral", "happy", "sad", "angry")  # the IEMOCAP 4-class order
 SAMPLING_RATE = 16000
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO_ROOT / "modeling_mer" / "demo"
+DEMO_DIR = REPO_ROOT / "modeling_mer" / "data" / "demo_corpus"
 
 # Two voices per session, a higher "F" and a lower "M" one, each a different espeak-ng accent and
 # variant, so that leave-one-session-out tests on voices never heard in training.

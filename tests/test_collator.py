@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from transformers import BertTokenizerFast, Wav2Vec2FeatureExtractor
 
-from modeling_mer.collator import MERDataCollator, crop_waveform
+from modeling_mer.data.collator import MERDataCollator, crop_waveform
 from modeling_mer.processing_mer import MERProcessor
 
 WORDS = ["i", "am", "so", "happy", "sad", "today", "no"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_mer.demo import DEMO_CORPUS_PATH, DEMO_LABEL_NAMES, load_demo
+from modeling_mer.data.demo import DEMO_CORPUS_PATH, DEMO_LABEL_NAMES, load_demo
 
 README = DEMO_CORPUS_PATH.parent / "README.md"
 CONDITIONS = ("neutral", "words", "prosody", "both")
@@ -54,7 +54,7 @@ def rows(demo):
 
 
 def documented_counts():
-    """The label x condition table that the generator wrote into demo/README.md."""
+    """The label x condition table that the generator wrote into data/demo_corpus/README.md."""
     counts = {}
     for line in README.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]

@@ -22,13 +22,13 @@ from torch.utils.data import DataLoader
 from transformers import TrainerControl, TrainerState
 
 from modeling_mer import MERForSequenceClassification
-from modeling_mer.collator import MERDataCollator
-from modeling_mer.demo import load_demo
-from modeling_mer.experiment import make_folds
+from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.data.demo import load_demo
+from modeling_mer.data.sampling import ClassBalancedBatchSampler, LengthGroupedSampler
 from modeling_mer.processing_mer import MERProcessor
-from modeling_mer.sampling import ClassBalancedBatchSampler, LengthGroupedSampler
-from modeling_mer.trainer import SamplerEpochCallback
-from modeling_mer.training_args import DataArguments
+from modeling_mer.training.arguments import DataArguments
+from modeling_mer.training.experiment import make_folds
+from modeling_mer.training.trainer import SamplerEpochCallback
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, STEPS, SEED, WORLD = 8, 4, 0, 2
@@ -38,7 +38,7 @@ TIMEOUT_S = 480  # a normal run takes ~45 s on 2 busy cores; a hung rendezvous m
 PROBE = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, os.getcwd())
-    from modeling_mer.trainer import MERTrainer
+    from modeling_mer.training.trainer import MERTrainer
 
     original = MERTrainer.get_train_dataloader
 

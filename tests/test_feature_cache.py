@@ -9,10 +9,10 @@ import torch
 from tiny_models import tiny_audio_config, tiny_config, tiny_processor, tiny_text_config
 
 from modeling_mer import MERForSequenceClassification
-from modeling_mer import experiment as experiment_module
-from modeling_mer.collator import MERDataCollator
-from modeling_mer.feature_cache import FeatureCache
-from modeling_mer.training_args import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training import experiment as experiment_module
+from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.training.arguments import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training.feature_cache import FeatureCache
 
 WORDS = ("the table is brown", "i am glad and happy", "i feel sad and low", "i am angry and mad")
 MAX_SECONDS = 0.5

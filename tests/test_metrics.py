@@ -14,7 +14,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from modeling_mer.emotion_metrics import compute_emotion_metrics, load_emotion_metric
+from modeling_mer.training.metrics import compute_emotion_metrics, load_emotion_metric
 
 METRIC_PATH = Path(__file__).resolve().parent.parent / "modeling_mer" / "emotion_metrics.py"
 LABEL_NAMES = ["neutral", "happy", "sad", "angry"]

@@ -3,7 +3,7 @@
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
-from modeling_mer.model_card import write_model_card
+from modeling_mer.training.model_card import write_model_card
 
 TABLE = "| fold | WA | UA |\n|---|---|---|\n| 1 | 71.2 | 72.0 |\n| mean | 70.1 | 71.3 |"
 KWARGS = dict(

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from tiny_folders import save_tiny_model, waveform
 from tiny_models import PROJECT_NOT_IMPORTABLE, tiny_processor
 
-from modeling_mer.hub import push_model_to_hub
+from modeling_mer.training.hub import push_model_to_hub
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")  # huggingface_hub's LFS PUT
 REPO = "test-user/mer-tiny"

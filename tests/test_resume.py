@@ -25,8 +25,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling_mer.demo import load_demo
-from modeling_mer.resume import check_resume_value, check_same_settings, checkpoint_for, start_fold
+from modeling_mer.data.demo import load_demo
+from modeling_mer.training.resume import check_resume_value, check_same_settings, checkpoint_for, start_fold
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS, SAVE_STEPS, KILL_AT = 8, 2, 4

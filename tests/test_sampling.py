@@ -5,7 +5,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from modeling_mer.sampling import ClassBalancedBatchSampler, LengthGroupedBatchSampler, LengthGroupedSampler
+from modeling_mer.data.sampling import (
+    ClassBalancedBatchSampler,
+    LengthGroupedBatchSampler,
+    LengthGroupedSampler,
+)
 
 # Imbalanced like IEMOCAP 4-class, scaled down: 170 / 160 / 110 / 40 examples.
 LABELS = [0] * 170 + [1] * 160 + [2] * 110 + [3] * 40

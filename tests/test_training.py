@@ -9,10 +9,10 @@ import torch
 from tiny_models import tiny_audio_config, tiny_config, tiny_processor, tiny_text_config
 
 from modeling_mer import MERForSequenceClassification
-from modeling_mer import experiment as experiment_module
-from modeling_mer.collator import MERDataCollator
-from modeling_mer.trainer import MERTrainer, make_compute_metrics
-from modeling_mer.training_args import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training import experiment as experiment_module
+from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.training.arguments import DataArguments, MERTrainingArguments, ModelArguments
+from modeling_mer.training.trainer import MERTrainer, make_compute_metrics
 
 LABELS = ("neutral", "happy", "sad", "angry")
 WORDS = {0: "the table is brown", 1: "i am glad and happy", 2: "i feel sad and low", 3: "i am angry and mad"}

@@ -10,11 +10,11 @@ Nothing is dropped silently: every filter counts what it removed, logs it, and t
 in a `LoadReport` (`return_report=True`).
 """
 
-from .corpus import load_corpus
-from .corpus_common import CorpusError, LoadReport
+from .common import CorpusError, LoadReport
 from .demo import load_demo
 from .folds import leave_one_session_out, leave_one_speaker_out, leave_speakers_out, session5_split
 from .iemocap import load_iemocap
+from .manifest import load_corpus
 
 __all__ = [
     "CorpusError",

@@ -39,7 +39,7 @@ import torch
 import transformers
 from datasets.arrow_writer import ArrowWriter
 
-from .collator import MERDataCollator
+from ..data.collator import MERDataCollator
 
 logger = logging.getLogger(__name__)
 

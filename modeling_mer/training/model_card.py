@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-TASK = "multimodal-emotion-recognition"
+from ..configuration_mer import TASK
 
 CITATION = """\
 @inproceedings{kim2023focus,

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from .emotion_metrics import compute_emotion_metrics
-from .sampling import ClassBalancedBatchSampler, LengthGroupedSampler
+from ..data.sampling import ClassBalancedBatchSampler, LengthGroupedSampler
+from .metrics import compute_emotion_metrics
 
 ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
 

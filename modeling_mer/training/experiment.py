@@ -10,17 +10,17 @@ import numpy as np
 from transformers import AutoTokenizer, EarlyStoppingCallback, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 from transformers.trainer_utils import set_seed
 
-from .collator import MERDataCollator
-from .configuration_mer import MERConfig
-from .data import leave_one_session_out, leave_speakers_out, load_corpus, load_iemocap
-from .demo import load_demo
-from .emotion_metrics import compute_emotion_metrics
+from ..configuration_mer import MERConfig
+from ..data import leave_one_session_out, leave_speakers_out, load_corpus, load_iemocap
+from ..data.collator import MERDataCollator
+from ..data.demo import load_demo
+from ..modeling_mer import MERForSequenceClassification
+from ..processing_mer import MERProcessor
 from .feature_cache import FeatureCache
 from .hub import push_model_to_hub
+from .metrics import compute_emotion_metrics
 from .model_card import write_model_card
-from .modeling_mer import MERForSequenceClassification
 from .plots import plot_confusion_matrix, plot_embeddings
-from .processing_mer import MERProcessor
 from .resume import (
     check_resume_value,
     check_same_settings,

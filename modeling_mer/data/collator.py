@@ -7,7 +7,8 @@ import zlib
 import numpy as np
 import torch
 
-from .audio_io_mer import TARGET_SAMPLING_RATE, load_audio
+from ..audio_io_mer import load_audio
+from ..configuration_mer import SAMPLING_RATE
 
 
 def crop_waveform(waveform: np.ndarray, max_samples: int, training: bool, rng: np.random.Generator) -> np.ndarray:
@@ -37,7 +38,7 @@ class MERDataCollator:
     """
 
     def __init__(self, processor, max_audio_seconds: float | None = None, training: bool = False,
-                 modalities: tuple[str, ...] | None = None, seed: int = 0, sampling_rate: int = TARGET_SAMPLING_RATE,
+                 modalities: tuple[str, ...] | None = None, seed: int = 0, sampling_rate: int = SAMPLING_RATE,
                  text_column: str = "text", audio_column: str = "audio", label_column: str = "label"):
         if max_audio_seconds is not None and max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive or None, got {max_audio_seconds}.")
@@ -79,7 +80,7 @@ class MERDataCollator:
         waveform = load_audio(feature[self.audio_column], sampling_rate=self.sampling_rate,
                               name=self._item_name(feature, index))
         if self.max_audio_seconds is not None:
-            waveform = crop_waveform(waveform, int(round(self.max_audio_seconds * TARGET_SAMPLING_RATE)),
+            waveform = crop_waveform(waveform, int(round(self.max_audio_seconds * SAMPLING_RATE)),
                                      self.training, self._crop_rng(feature, index))
         return waveform
 
@@ -89,7 +90,7 @@ class MERDataCollator:
         modalities = self._modalities_of(features)
         text = [f[self.text_column] for f in features] if "text" in modalities else None
         audio = [self._waveform(f, i) for i, f in enumerate(features)] if "audio" in modalities else None
-        batch = dict(self.processor(text=text, audio=audio, sampling_rate=TARGET_SAMPLING_RATE,
+        batch = dict(self.processor(text=text, audio=audio, sampling_rate=SAMPLING_RATE,
                                     return_tensors="pt", padding=True))
         if all(self.label_column in f and f[self.label_column] is not None for f in features):
             batch["labels"] = torch.tensor([int(f[self.label_column]) for f in features], dtype=torch.long)

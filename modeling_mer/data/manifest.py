@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from .corpus_common import (
+from .common import (
     AUDIO_STRUCT,
     CorpusError,
     LoadReport,

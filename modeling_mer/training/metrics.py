@@ -2,7 +2,7 @@
 local `evaluate` module, so that evaluation works offline:
 
     import evaluate
-    metric = evaluate.load("/path/to/modeling_mer/emotion_metrics.py")  # or load_emotion_metric()
+    metric = evaluate.load("/path/to/modeling_mer/training/metrics.py")  # or load_emotion_metric()
     metric.compute(predictions=[0, 2, 1], references=[0, 1, 1], label_names=["neutral", "happy", "sad", "angry"])
 
 Numpy only (no sklearn), so the module adds no dependency; tests/test_metrics.py checks it against

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from ..modeling_mer import MERForSequenceClassification, MERModel, MERPreTrainedModel
+from ..processing_mer import MERProcessor
 from .model_card import write_model_card
-from .modeling_mer import MERForSequenceClassification, MERModel, MERPreTrainedModel
-from .processing_mer import MERProcessor
 
 CARD_FIELDS = ("base_model_text", "base_model_audio", "dataset_name", "protocol", "metrics_table_markdown")
 
@@ -73,7 +73,7 @@ def _write_card(staging, model, repo_id, model_card_kwargs, source):
         readme = source / "README.md" if source is not None else None
         if readme is None or not readme.is_file():
             raise ValueError(f"No model card: pass model_card_kwargs with {', '.join(CARD_FIELDS)} (see "
-                             "modeling_mer.model_card.write_model_card), or put a README.md in the model folder.")
+                             "modeling_mer.training.model_card.write_model_card), or put a README.md in the model folder.")
         Path(staging, "README.md").write_text(readme.read_text(encoding="utf-8"), encoding="utf-8")
         return
     missing = [field for field in CARD_FIELDS if field not in model_card_kwargs]

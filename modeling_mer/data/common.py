@@ -13,9 +13,10 @@ from pathlib import Path
 
 import datasets
 
+from ..configuration_mer import SAMPLING_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16000
 # Bump when the rows a loader yields change, so old cache entries are not reused.
 LOADER_VERSION = "1"
 

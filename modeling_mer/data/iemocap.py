@@ -11,7 +11,8 @@ from pathlib import Path
 
 import datasets
 
-from .corpus_common import (
+from ..configuration_mer import IEMOCAP_4CLASS_LABELS
+from .common import (
     AUDIO_STRUCT,
     CorpusError,
     LoadReport,
@@ -36,15 +37,15 @@ IEMOCAP_CODE_NAMES = {
 # excited kept apart, frustrated added).
 IEMOCAP_PROTOCOLS = {
     "4class": (
-        ("neutral", "happy", "sad", "angry"),
+        IEMOCAP_4CLASS_LABELS,
         {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"},
     ),
     "4class_no_exc": (
-        ("neutral", "happy", "sad", "angry"),
+        IEMOCAP_4CLASS_LABELS,
         {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry"},
     ),
     "6class": (
-        ("neutral", "happy", "sad", "angry", "excited", "frustrated"),
+        (*IEMOCAP_4CLASS_LABELS, "excited", "frustrated"),
         {"neu": "neutral", "hap": "happy", "sad": "sad", "ang": "angry", "exc": "excited", "fru": "frustrated"},
     ),
     "all": (tuple(IEMOCAP_CODE_NAMES.values()), dict(IEMOCAP_CODE_NAMES)),

@@ -1,6 +1,6 @@
 """The bundled demo corpus: 1,000 synthetic utterances where emotion is in the words, the voice, or both.
 
-Made by `scripts/make_demo_corpus.py`; its design and counts are in `demo/README.md`. Training-side
+Made by `scripts/make_demo_corpus.py`; its design and counts are in `demo_corpus/README.md`. Training-side
 code: the shipped model files never import it.
 """
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 
-DEMO_LABEL_NAMES = ("neutral", "happy", "sad", "angry")  # the IEMOCAP 4-class order
-DEMO_SAMPLING_RATE = 16000
-DEMO_CORPUS_PATH = Path(__file__).resolve().parent / "demo" / "demo_corpus.parquet"
+from ..configuration_mer import IEMOCAP_4CLASS_LABELS, SAMPLING_RATE
+
+DEMO_LABEL_NAMES = IEMOCAP_4CLASS_LABELS  # the demo uses the IEMOCAP 4-class set and order
+DEMO_CORPUS_PATH = Path(__file__).resolve().parent / "demo_corpus" / "demo_corpus.parquet"
 
 
 def load_demo(path=DEMO_CORPUS_PATH):
@@ -29,5 +30,5 @@ def load_demo(path=DEMO_CORPUS_PATH):
         )
     # Read straight into memory: 20 MB at most, and no datasets cache to go stale when the file changes.
     dataset = datasets.Dataset(pq.read_table(path))
-    dataset = dataset.cast_column("audio", datasets.Audio(sampling_rate=DEMO_SAMPLING_RATE, decode=False))
+    dataset = dataset.cast_column("audio", datasets.Audio(sampling_rate=SAMPLING_RATE, decode=False))
     return dataset.cast_column("label", datasets.ClassLabel(names=list(DEMO_LABEL_NAMES)))
