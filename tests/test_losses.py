@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modeling_mer.configuration_mer import TRIPLET_MININGS
 from modeling_mer.losses_mer import (
-    MINING_STRATEGIES,
     batch_all_triplet_loss,
     batch_hard_triplet_loss,
     joint_loss,
@@ -177,7 +177,7 @@ def test_circle_batch_exercises_every_branch():
 
 
 @pytest.mark.parametrize("batch_name", sorted(BATCHES))
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_mining_matches_hand_computation(mining, batch_name):
     make_batch, margin = BATCHES[batch_name]
     embeddings, labels = make_batch()
@@ -193,8 +193,8 @@ def test_mining_matches_hand_computation(mining, batch_name):
 def test_mining_modes_differ_on_the_circle_batch():
     # The dispatch must route each name to its own miner, not one function for all.
     embeddings, labels = circle_batch()
-    values = {m: triplet_loss(embeddings, labels, CIRCLE_MARGIN, m).item() for m in MINING_STRATEGIES}
-    assert len({round(v, 6) for v in values.values()}) == len(MINING_STRATEGIES), values
+    values = {m: triplet_loss(embeddings, labels, CIRCLE_MARGIN, m).item() for m in TRIPLET_MININGS}
+    assert len({round(v, 6) for v in values.values()}) == len(TRIPLET_MININGS), values
 
 
 def test_semi_hard_negative_must_be_strictly_farther_than_the_positive():
@@ -210,7 +210,7 @@ def test_semi_hard_negative_must_be_strictly_farther_than_the_positive():
 # --- degenerate batches ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_single_class_batch_gives_exact_zero_and_finite_grads(mining):
     embeddings, _ = random_batch(batch_size=6)
     embeddings.requires_grad_(True)
@@ -221,7 +221,7 @@ def test_single_class_batch_gives_exact_zero_and_finite_grads(mining):
     assert torch.isfinite(embeddings.grad).all()
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_one_example_per_class_gives_exact_zero_and_finite_grads(mining):
     embeddings, _ = random_batch(batch_size=5)
     embeddings.requires_grad_(True)
@@ -231,7 +231,7 @@ def test_one_example_per_class_gives_exact_zero_and_finite_grads(mining):
     assert torch.isfinite(embeddings.grad).all()
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_duplicate_embeddings_give_finite_loss_and_grads(mining):
     # Collapsed embeddings (all equal, the state a bad run falls into) have every distance 0.
     embeddings = torch.ones(6, 3, requires_grad=True)
@@ -244,7 +244,7 @@ def test_duplicate_embeddings_give_finite_loss_and_grads(mining):
 # --- gradients -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_gradient_flows_to_embeddings(mining):
     embeddings, labels = circle_batch()
     embeddings.requires_grad_(True)
@@ -254,7 +254,7 @@ def test_gradient_flows_to_embeddings(mining):
     assert embeddings.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_gradient_matches_finite_differences(mining):
     # Random float64 points sit away from the kinks of max/min/relu, where the loss is smooth.
     embeddings, labels = random_batch(seed=3, batch_size=8, dim=3)
@@ -267,7 +267,7 @@ def test_gradient_matches_finite_differences(mining):
 # --- ignore index ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_ignored_labels_take_no_part_in_the_triplet_loss(mining):
     embeddings, labels = circle_batch()
     # Ignored rows are placed to be the hardest positive/negative of everyone if they counted.
@@ -294,7 +294,7 @@ def logits_for(labels, num_classes=3, seed=1):
     return torch.randn(labels.shape[0], num_classes, generator=generator, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_joint_loss_is_cross_entropy_plus_weighted_triplet(mining):
     embeddings, labels = circle_batch()
     logits = logits_for(labels)
@@ -321,7 +321,7 @@ def test_joint_loss_ignores_minus_100_in_both_parts():
     assert metric_loss.item() == pytest.approx(expected_triplet, rel=1e-6)
 
 
-@pytest.mark.parametrize("mining", MINING_STRATEGIES)
+@pytest.mark.parametrize("mining", TRIPLET_MININGS)
 def test_joint_loss_with_every_label_ignored_is_zero_not_nan(mining):
     embeddings, _ = circle_batch()
     embeddings.requires_grad_(True)
@@ -360,6 +360,6 @@ def test_unknown_mining_raises_naming_value_and_choices():
         triplet_loss(embeddings, labels, margin=0.2, mining="hardest")
     message = str(error.value)
     assert "'hardest'" in message
-    assert all(name in message for name in MINING_STRATEGIES)
+    assert all(name in message for name in TRIPLET_MININGS)
     with pytest.raises(ValueError, match="hardest"):
         joint_loss(logits_for(labels), embeddings, labels, 1.0, 0.2, "hardest")
