@@ -1,6 +1,5 @@
 """The two SSL encoders and the speech side's prosody branch ("A-wav2vec 2.0" in Kim & Cho 2023)."""
 
-import math
 
 import torch
 from torch import nn
@@ -65,7 +64,8 @@ class MaskedGroupNorm(nn.GroupNorm):
 
     def forward(self, states):  # (B, C, T)
         lengths = self.frame_lengths
-        if lengths is None or lengths.shape[0] != states.shape[0] or bool((lengths == states.shape[-1]).all()):
+        # Shapes only, never tensor values: a branch on `lengths` would stall a GPU on every step.
+        if lengths is None or lengths.shape[0] != states.shape[0]:
             return super().forward(states)
         batch, channels, time = states.shape
         grouped = states.view(batch, self.num_groups, channels // self.num_groups, time)
@@ -77,7 +77,10 @@ class MaskedGroupNorm(nn.GroupNorm):
         normalised = ((grouped - mean) / torch.sqrt(variance + self.eps)).view(batch, channels, time)
         if self.affine:
             normalised = normalised * self.weight[None, :, None] + self.bias[None, :, None]
-        return normalised
+        # Unpadded examples take nn.GroupNorm's own result (bit-identical to stock), chosen per example with
+        # tensor ops; the two sums differ by float rounding (~1e-6) only.
+        unpadded = (lengths == time)[:, None, None]
+        return torch.where(unpadded, super().forward(states), normalised)
 
 
 def receptive_field(audio_config):
@@ -102,7 +105,7 @@ class ProsodyBranch(nn.Module):
         # spectral frame t and encoder frame t cover the same samples and share one mask.
         window = receptive_field(audio_config)
         self.spectral = SpectralFeatures(config.num_mel_bins, config.num_mfcc, window_length=window,
-                                         hop_length=math.prod(audio_config.conv_stride),
+                                         hop_length=audio_config.inputs_to_logits_ratio,
                                          n_fft=1 << (window - 1).bit_length())
         # Kernels span 3 frames but pooling only reduces frequency, so frame t stays aligned with encoder frame t.
         self.spectrogram_cnn = nn.ModuleList([
@@ -129,6 +132,8 @@ class ProsodyBranch(nn.Module):
         return self.spectrogram_projection(states.permute(0, 2, 1, 3).reshape(batch, time, channels * bins))
 
     def encode_mfcc(self, mfcc, frame_mask):
+        # The one host sync left in forward: pack_padded_sequence wants its lengths on the CPU. Packing keeps
+        # the backward LSTM from reading padding first; avoiding it needs a hand-written per-length reversal.
         lengths = frame_mask.sum(-1).cpu()
         packed = pack_padded_sequence(mfcc, lengths, batch_first=True, enforce_sorted=False)
         states, _ = self.mfcc_lstm(packed)
@@ -161,7 +166,6 @@ class SpeechEncoder(nn.Module):
     def __init__(self, config, audio_config):
         super().__init__()
         self.model = AutoModel.from_config(audio_config)
-        self.min_samples = receptive_field(audio_config)
         first_layer = self.model.feature_extractor.conv_layers[0]
         if isinstance(getattr(first_layer, "layer_norm", None), nn.GroupNorm):
             first_layer.layer_norm = MaskedGroupNorm.replacing(first_layer.layer_norm)
@@ -174,17 +178,6 @@ class SpeechEncoder(nn.Module):
         """The masked group norm of the first conv layer, or None for layer-norm feature encoders."""
         norm = getattr(self.model.feature_extractor.conv_layers[0], "layer_norm", None)
         return norm if isinstance(norm, MaskedGroupNorm) else None
-
-    def check_lengths(self, audio_attention_mask):
-        lengths = audio_attention_mask.sum(-1)
-        too_short = (lengths < self.min_samples).nonzero().flatten().tolist()
-        if too_short:
-            index = too_short[0]
-            raise ValueError(
-                f"Audio example {index} has {int(lengths[index])} samples, fewer than the speech encoder's receptive "
-                f"field of {self.min_samples} samples ({self.min_samples / 16:.0f} ms at 16 kHz); "
-                f"{len(too_short)} example(s) are too short. Pad them with silence or drop them."
-            )
 
     def frame_mask(self, audio_attention_mask, num_frames):
         return self.model._get_feature_vector_attention_mask(num_frames, audio_attention_mask).bool()

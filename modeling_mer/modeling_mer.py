@@ -94,9 +94,13 @@ class MERSequenceClassifierOutput(ModelOutput):
     audio_to_text_focus_widths: tuple | None = None
 
 
-def _fusion_model(model):
-    """The MERModel inside a model (itself for MERModel)."""
-    return model.mer if isinstance(model, MERForSequenceClassification) else model
+def _never_empty(mask):
+    """A (B, T) mask whose rows with no valid position get their first one, with tensor ops only (no host
+    sync). Attention over no key at all gives NaN, and in training one NaN example makes the whole batch's
+    loss and gradients NaN. Rows with a valid position are returned unchanged."""
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    return mask | (first & ~mask.any(dim=-1, keepdim=True))
 
 
 class MERPreTrainedModel(PreTrainedModel):
@@ -152,7 +156,7 @@ class MERPreTrainedModel(PreTrainedModel):
 
     def apply_freezing(self):
         """Apply the config's freezing switches (called at build time; call again after changing them)."""
-        mer = _fusion_model(self)
+        mer = self.base_model  # the MERModel (itself for MERModel), via base_model_prefix
         if mer.speech_encoder is not None:
             if self.config.freeze_audio_encoder or self.config.freeze_feature_encoder:
                 # Also flips the CNN's own `_requires_grad` flag: with only requires_grad_(False), wav2vec2 still
@@ -187,7 +191,7 @@ class MERPreTrainedModel(PreTrainedModel):
         if audio_model is not None:
             encoder_configs["audio_config"] = AutoConfig.from_pretrained(audio_model)
         model = cls(MERConfig(**encoder_configs, **config_kwargs))
-        mer = _fusion_model(model)
+        mer = model.base_model
         for source, encoder in ((text_model, mer.text_encoder), (audio_model, mer.speech_encoder)):
             if source is None or encoder is None:
                 continue
@@ -250,7 +254,9 @@ class MERModel(MERPreTrainedModel):
         return masked_mean(states, mask) if self.config.pooling == "mean" else masked_max(states, mask)
 
     def _check_inputs(self, input_ids, attention_mask, input_values, audio_attention_mask):
-        """Validate before any encoder runs; returns the two masks (filled in when absent)."""
+        """Checks on what is known without reading tensor values (presence, shapes), so no host sync; returns
+        the two masks, filled in when absent. Value checks (empty transcripts, too-short audio, label ids)
+        happen where the data is still on the host: MERProcessor, the pipeline, the corpus loaders."""
         needed = {"text": ("input_ids", input_ids), "audio": ("input_values", input_values)}
         for modality in self.config.modalities:
             name, value = needed[modality]
@@ -260,18 +266,13 @@ class MERModel(MERPreTrainedModel):
         if input_ids is not None and input_values is not None and input_ids.shape[0] != input_values.shape[0]:
             raise ValueError(f"input_ids holds {input_ids.shape[0]} transcripts but input_values holds "
                              f"{input_values.shape[0]} waveforms; the batch sizes must match.")
-        if self.config.uses_text:
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
-            if empty:
-                raise ValueError(f"Transcript(s) {empty} have no tokens; every example needs a non-empty text.")
+        if self.config.uses_text and attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         if self.config.uses_audio:
             if input_values.dim() != 2:
                 raise ValueError(f"input_values must be (batch, samples) mono 16 kHz audio, got {tuple(input_values.shape)}.")
             if audio_attention_mask is None:
                 audio_attention_mask = torch.ones_like(input_values, dtype=torch.long)
-            self.speech_encoder.check_lengths(audio_attention_mask)
         return attention_mask, audio_attention_mask
 
     def forward(
@@ -289,12 +290,18 @@ class MERModel(MERPreTrainedModel):
         Always returns a ModelOutput; `return_dict` is accepted for compatibility with callers that pass it.
         text_encoder_states / audio_encoder_states: precomputed outputs of frozen encoders (the training feature
             cache); when given, that encoder is skipped. The prosody branch still reads `input_values`.
+
+        No check here reads tensor values (that would stall a GPU every step and break `torch.compile`'s
+        graph). Inputs built by MERProcessor or the pipeline are already checked; for inputs that bypass them:
+        an example whose transcript has no tokens, or whose audio is shorter than the speech encoder's
+        receptive field (no frames), attends to its first (padding) position instead and gets a finite but
+        meaningless prediction; label ids outside `[0, num_labels)` fail in `cross_entropy`.
         """
         attention_mask, audio_attention_mask = self._check_inputs(input_ids, attention_mask, input_values,
                                                                   audio_attention_mask)
         pooled, output = [], MERModelOutput()
         if self.config.uses_text:
-            text_mask = attention_mask.bool()
+            text_mask = _never_empty(attention_mask.bool())
             if text_encoder_states is None:
                 text_encoder_states = self.text_encoder(input_ids, attention_mask)
             text = self._embed(text_encoder_states, self.text_projection)  # (B, T_text, d_model)
@@ -305,6 +312,7 @@ class MERModel(MERPreTrainedModel):
             else:
                 frames = audio_encoder_states
                 frame_mask = self.speech_encoder.frame_mask(audio_attention_mask, frames.shape[1])
+            frame_mask = _never_empty(frame_mask)
             frames = self.speech_encoder.add_prosody(input_values, frames, frame_mask)
             audio = self._embed(frames, self.audio_projection)  # (B, T_audio, d_model)
             output.audio_frame_mask = frame_mask
@@ -343,13 +351,6 @@ class MERForSequenceClassification(MERPreTrainedModel):
         )
         self.post_init()
 
-    def _check_labels(self, labels):
-        valid = labels[labels != -100]
-        if valid.numel() and (valid.min() < 0 or valid.max() >= self.config.num_labels):
-            bad = valid[(valid < 0) | (valid >= self.config.num_labels)][0].item()
-            raise ValueError(f"Label id {bad} is outside this model's {self.config.num_labels} classes "
-                             f"{self.config.id2label}; map the dataset's labels with config.label2id.")
-
     def forward(
         self,
         input_ids=None,
@@ -362,8 +363,6 @@ class MERForSequenceClassification(MERPreTrainedModel):
         text_encoder_states=None,
         audio_encoder_states=None,
     ):
-        if labels is not None:
-            self._check_labels(labels)
         fused = self.mer(input_ids, attention_mask, input_values, audio_attention_mask, output_attentions,
                          text_encoder_states=text_encoder_states, audio_encoder_states=audio_encoder_states)
         logits = self.classifier(fused.embeddings)

@@ -9,6 +9,27 @@ from .configuration_mer import SAMPLING_RATE
 
 logger = logging.getLogger(__name__)
 
+# Tokenizers without a recorded limit report a huge sentinel `model_max_length` (int(1e30)).
+NO_RECORDED_LIMIT = 100_000
+# Without a position table to read, the limit of the BERT/RoBERTa families.
+DEFAULT_TEXT_TOKEN_LIMIT = 512
+# Text encoders whose position ids start after the padding index, so pad_token_id + 1 positions are unusable.
+OFFSET_POSITION_MODEL_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text")
+
+
+def text_token_limit(tokenizer, text_config=None):
+    """Tokens the text encoder accepts: its position table (when its config is known), capped by the
+    tokenizer's recorded limit; 512 when neither says."""
+    limit = DEFAULT_TEXT_TOKEN_LIMIT
+    if text_config is not None and getattr(text_config, "max_position_embeddings", None):
+        limit = text_config.max_position_embeddings
+        if text_config.model_type in OFFSET_POSITION_MODEL_TYPES:
+            limit -= (text_config.pad_token_id or 0) + 1
+    tokenizer_limit = tokenizer.model_max_length
+    if tokenizer_limit < NO_RECORDED_LIMIT:
+        limit = min(limit, tokenizer_limit) if text_config is not None else tokenizer_limit
+    return limit
+
 
 
 class MERProcessor(ProcessorMixin):
@@ -55,9 +76,7 @@ class MERProcessor(ProcessorMixin):
             if not isinstance(item, str) or not item.strip():
                 raise ValueError(f"Transcript {index} is empty or not a string ({item!r}); every utterance needs "
                                  "its transcript (run an ASR model first if you only have audio).")
-        max_length = max_text_length or self.tokenizer.model_max_length
-        if max_length > 100_000:  # tokenizers without a recorded limit report a huge sentinel value
-            max_length = 512
+        max_length = max_text_length or text_token_limit(self.tokenizer)
         # A text shorter than max_length characters cannot exceed max_length tokens: skip the recount then.
         long_items = [i for i, item in enumerate(texts) if len(item) >= max_length - 2]
         for index in long_items:

@@ -24,7 +24,7 @@ from transformers import TrainerControl, TrainerState
 from modeling_mer import MERForSequenceClassification
 from modeling_mer.data.collator import MERDataCollator
 from modeling_mer.data.demo import load_demo
-from modeling_mer.data.sampling import ClassBalancedBatchSampler, LengthGroupedSampler
+from modeling_mer.data.sampling import ClassBalancedSampler, LengthGroupedSampler
 from modeling_mer.processing_mer import MERProcessor
 from modeling_mer.training.arguments import DataArguments
 from modeling_mer.training.experiment import make_folds
@@ -76,13 +76,10 @@ def demo_train_split():
 def expected_batches(train, triplet):
     """The single-process batch sequence of epoch 0, built as MERTrainer builds its samplers."""
     if triplet:
-        classes = min(len(set(train["label"])), BATCH // 2)
-        sampler = ClassBalancedBatchSampler(train["label"], classes, BATCH // classes,
-                                            num_batches=max(1, len(train) // BATCH), seed=SEED)
-        batches = list(sampler)
+        order = list(ClassBalancedSampler(train["label"], BATCH, num_batches=max(1, len(train) // BATCH), seed=SEED))
     else:
         order = list(LengthGroupedSampler(train["duration"], batch_size=BATCH, seed=SEED))
-        batches = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
+    batches = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
     return [[train[i]["id"] for i in batch] for batch in batches]
 
 
@@ -147,18 +144,16 @@ def test_epoch_reaches_sharded_sampler_after_resume(kind):
     dataset = list(range(len(labels)))
     epoch, skipped = 2, 1
     for rank in range(WORLD):
+        # Both are flat samplers that the Trainer's own DataLoader cuts into batches of BATCH.
         if kind == "class_balanced":
-            sampler = ClassBalancedBatchSampler(labels, 4, 2, seed=SEED)
-            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=list)
-            reference = ClassBalancedBatchSampler(labels, 4, 2, seed=SEED)
+            sampler, reference = (ClassBalancedSampler(labels, BATCH, seed=SEED) for _ in range(2))
         else:
             lengths = np.random.default_rng(0).uniform(1, 5, len(labels))
-            sampler = LengthGroupedSampler(lengths, batch_size=BATCH, seed=SEED)
-            loader = DataLoader(dataset, sampler=sampler, batch_size=BATCH, collate_fn=list)
-            reference = LengthGroupedSampler(lengths, batch_size=BATCH, seed=SEED)
+            sampler, reference = (LengthGroupedSampler(lengths, batch_size=BATCH, seed=SEED) for _ in range(2))
+        loader = DataLoader(dataset, sampler=sampler, batch_size=BATCH, collate_fn=list)
         reference.set_epoch(epoch)
         order = list(reference)
-        full = order if kind == "class_balanced" else [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
+        full = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
 
         callback = SamplerEpochCallback()
         callback.samplers.append(sampler)

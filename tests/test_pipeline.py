@@ -18,7 +18,8 @@ from tiny_models import PROJECT_NOT_IMPORTABLE, tiny_processor
 from transformers import pipeline
 
 from modeling_mer.audio_io_mer import load_audio
-from modeling_mer.pipeline_mer import TASK, MERPipeline, _split_windows
+from modeling_mer.configuration_mer import TASK
+from modeling_mer.pipeline_mer import MERPipeline, split_windows
 
 TEXT = "i am so happy today, it is wonderful"
 RECEPTIVE_FIELD = 60  # tiny_audio_config: kernels (10, 3, 3), strides (5, 4, 4)
@@ -143,16 +144,16 @@ def test_iterator_input_streams_results(pipe):
 
 
 def test_split_windows_are_equal_and_cover_the_clip():
-    assert _split_windows(10_001, 4000) == [(0, 3334), (3334, 6667), (6667, 10_001)]
-    assert _split_windows(4000, 4000) == [(0, 4000)]
-    assert _split_windows(4001, 4000) == [(0, 2000), (2000, 4001)]  # no 1-sample tail window
+    assert split_windows(10_001, 4000) == [(0, 3334), (3334, 6667), (6667, 10_001)]
+    assert split_windows(4000, 4000) == [(0, 4000)]
+    assert split_windows(4001, 4000) == [(0, 2000), (2000, 4001)]  # no 1-sample tail window
 
 
 def test_long_audio_is_windowed_and_scores_averaged_by_window_length(pipe, checkpoint):
     _, model = checkpoint
     audio = waveform(10_001, seed=5)
     result = pipe(audio, text=TEXT, max_audio_seconds=0.25)  # 4000 samples -> 3 windows
-    windows = _split_windows(len(audio), 4000)
+    windows = split_windows(len(audio), 4000)
     weights = torch.tensor([float(stop - start) for start, stop in windows])
     per_window = torch.stack([model_scores(model, audio[start:stop], TEXT) for start, stop in windows])
     expected = (per_window * weights[:, None]).sum(0) / weights.sum()

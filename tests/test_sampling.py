@@ -7,6 +7,7 @@ import pytest
 
 from modeling_mer.data.sampling import (
     ClassBalancedBatchSampler,
+    ClassBalancedSampler,
     LengthGroupedBatchSampler,
     LengthGroupedSampler,
 )
@@ -64,6 +65,23 @@ def _padding_waste(lengths, batches):
     lengths = np.asarray(lengths)
     padded = sum(len(b) * lengths[b].max() for b in batches)
     return 1 - lengths.sum() / padded
+
+
+def test_flat_class_balanced_sampler_fills_any_batch_size_exactly():
+    """The Trainer cuts the flat order into batch_size chunks: each chunk must be one balanced batch."""
+    labels = [c for c in range(7) for _ in range(10)]
+    sampler = ClassBalancedSampler(labels, batch_size=16, num_batches=6, seed=3)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 6 * 16
+    for start in range(0, len(order), 16):
+        counts = Counter(labels[i] for i in order[start:start + 16])
+        # min(7 classes, 16 // 2) = 7 classes; 16 = 7 x 2 + 2 extra: two classes give 3 examples, five give 2.
+        assert sorted(counts.values()) == [2, 2, 2, 2, 2, 3, 3], counts
+    # Flattening does not change the batches the batch sampler draws.
+    batches = list(ClassBalancedBatchSampler(labels, 7, 2, num_batches=6, seed=3, extra_examples=2))
+    assert [i for batch in batches for i in batch] == order
+    with pytest.raises(ValueError, match="need >= 2 classes"):
+        ClassBalancedSampler([0] * 10, batch_size=8)
 
 
 def test_length_grouped_batches_cover_everything_and_cut_padding():

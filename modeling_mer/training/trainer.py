@@ -4,10 +4,9 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from ..data.sampling import ClassBalancedBatchSampler, LengthGroupedSampler
+from ..data.sampling import ClassBalancedSampler, LengthGroupedSampler
 from .metrics import compute_emotion_metrics
 
 ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
@@ -15,6 +14,16 @@ ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
 
 def is_encoder_parameter(name):
     return name.startswith(ENCODER_PREFIXES)
+
+
+def check_label_ids(dataset, config, name):
+    """Label ids outside the model's classes fail here, on the host, once; not as a device assert mid-training."""
+    if dataset is None or "label" not in getattr(dataset, "column_names", ()):
+        return
+    bad = sorted({label for label in dataset["label"] if not 0 <= label < config.num_labels})
+    if bad:
+        raise ValueError(f"{name} has label id(s) {bad[:5]} outside this model's {config.num_labels} classes "
+                         f"{config.id2label}; map the dataset's labels with config.label2id.")
 
 
 def make_compute_metrics(label_names):
@@ -82,6 +91,8 @@ class MERTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for name, dataset in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
+            check_label_ids(dataset, self.model.config, name)
         self._loss_parts = {"ce_loss": [], "triplet_loss": []}
         self._sampler_epochs = SamplerEpochCallback()
         self.add_callback(self._sampler_epochs)
@@ -112,42 +123,37 @@ class MERTrainer(Trainer):
         return loss, (outputs.logits.detach(), outputs.embeddings.detach()), inputs.get("labels")
 
     def _get_train_sampler(self, train_dataset=None):
-        """group_by_length with the project's (seed, epoch)-seeded sampler instead of transformers' one, which
-        draws from the global torch RNG: its order in epoch >= 1 depended on everything that had consumed
-        random numbers before (dropout, ...), so a run resumed in a later epoch drew another order and
-        skipped the wrong batches."""
+        """The training order; the Trainer's own DataLoader takes it with its batch size, workers and seeding.
+
+        - `triplet_weight > 0`: class-balanced batches (P classes x K examples), so every batch has positives
+          and negatives to mine. Under several processes accelerate shards the batches: every process draws
+          the same seeded sequence and keeps every world_size-th batch.
+        - group_by_length: the project's (seed, epoch)-seeded sampler instead of transformers' one, which
+          draws from the global torch RNG: its order in epoch >= 1 depended on everything that had consumed
+          random numbers before (dropout, ...), so a run resumed in a later epoch drew another order and
+          skipped the wrong batches.
+        """
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        column = self.args.length_column_name
-        if (self.args.train_sampling_strategy != "group_by_length" or not hasattr(dataset, "column_names")
-                or column not in dataset.column_names):
+        if self.model.config.triplet_weight > 0:
+            labels = dataset["label"]
+            batch_size = self._train_batch_size
+            sampler = ClassBalancedSampler(labels, batch_size, num_batches=max(1, len(labels) // batch_size),
+                                           seed=self._data_seed)
+        elif self.args.train_sampling_strategy == "group_by_length":
+            column = self.args.length_column_name
+            if not hasattr(dataset, "column_names") or column not in dataset.column_names:
+                return super()._get_train_sampler(train_dataset)
+            # Grouped per optimizer step, as transformers does: accumulation 2 x batch 4 then sees batch 8's examples.
+            step_size = self._train_batch_size * self.args.gradient_accumulation_steps
+            sampler = LengthGroupedSampler(dataset[column], batch_size=step_size, seed=self._data_seed)
+        else:
             return super()._get_train_sampler(train_dataset)
-        # Grouped per optimizer step, as transformers does: accumulation 2 x batch 4 then sees batch 8's examples.
-        step_size = self._train_batch_size * self.args.gradient_accumulation_steps
-        sampler = LengthGroupedSampler(dataset[column], batch_size=step_size, seed=self._data_seed)
         self._sampler_epochs.samplers.append(sampler)
         return sampler
 
     @property
     def _data_seed(self):
         return self.args.data_seed if self.args.data_seed is not None else self.args.seed
-
-    def get_train_dataloader(self):
-        config = self.model.config
-        if config.triplet_weight <= 0:
-            return super().get_train_dataloader()
-        labels = self.train_dataset["label"]
-        num_classes = len(set(labels))
-        batch_size = self._train_batch_size
-        classes_per_batch = min(num_classes, batch_size // 2)
-        sampler = ClassBalancedBatchSampler(labels, classes_per_batch, batch_size // classes_per_batch,
-                                            num_batches=max(1, len(labels) // batch_size), seed=self._data_seed)
-        self._sampler_epochs.samplers.append(sampler)
-        loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
-        # Under several processes accelerate wraps the batch sampler in a BatchSamplerShard: every
-        # process draws the same (seeded) batch sequence and keeps every world_size-th batch, so the
-        # processes see different class-balanced batches and an epoch is one pass over the data overall.
-        return self.accelerator.prepare(loader)
 
     def create_optimizer(self, model=None):
         model = self.model if model is None else model
