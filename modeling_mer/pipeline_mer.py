@@ -116,11 +116,13 @@ class MERPipeline(ChunkPipeline):
                 text, transcribed = self._transcriber(waveform, item.name, asr_model, self.model.config,
                                                       self.device), True
             text = self._fit_transcript(text, item.name)
+            self._warn_if_unknown_words(text, item.name)
         if not config.uses_audio:
             encoded = self.processor(text=[text], max_text_length=self.max_text_tokens)
             yield {**encoded, **_window_info(True, 1, 0, text, transcribed)}
             return
         self._check_min_length(waveform, item.name)
+        warn_if_silent_or_clipped(waveform, item.name)
         windows = split_windows(len(waveform), int(max_audio_seconds * SAMPLING_RATE))
         for index, (start, stop) in enumerate(windows):
             encoded = self.processor(text=[text] if config.uses_text else None, audio=[waveform[start:stop]],
@@ -143,6 +145,15 @@ class MERPipeline(ChunkPipeline):
                              f"ms at 16 kHz), shorter than the speech encoder's receptive field of {needed} samples "
                              f"({1000 * needed / SAMPLING_RATE:.1f} ms). Pass a longer clip (at least "
                              f"{needed} samples), or pad it with silence yourself if that is what you want.")
+
+    def _warn_if_unknown_words(self, text, name):
+        """A transcript the tokenizer reads as unknown tokens only (emoji for an English vocabulary) carries no
+        words: the scores then rest on the audio alone, which the user should know."""
+        unknown = self.tokenizer.unk_token_id
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if unknown is not None and ids and all(token == unknown for token in ids):
+            logger.warning(f"{name}: every token of the transcript {text!r} is unknown to the text encoder's "
+                           f"vocabulary ({self.tokenizer.unk_token}); its scores rest on the audio alone.")
 
     def _fit_transcript(self, text, name):
         """Cut an over-long transcript to the encoder's limit here, so the warning can name the item."""
@@ -198,6 +209,11 @@ class MERPipeline(ChunkPipeline):
 
     def postprocess(self, windows, top_k=None, return_focus=False):
         scores = average_window_scores(windows)
+        if not torch.isfinite(scores).all():
+            # Corrupted weights load without complaint and give NaN everywhere; never report NaN as a score.
+            raise ValueError(f"The model {self.model.config._name_or_path or '(in memory)'} gave non-finite scores "
+                             f"({scores.tolist()}): its weights are damaged or overflowed. Re-download or re-save "
+                             "the model folder (model.safetensors), or load it in float32.")
         order = scores.argsort(descending=True)[: top_k or len(scores)].tolist()
         id2label = self.model.config.id2label
         labelled = [{"label": id2label[index], "score": scores[index].item()} for index in order]
@@ -208,6 +224,20 @@ class MERPipeline(ChunkPipeline):
         if return_focus:
             details["focus"] = [window["focus"] for window in windows]
         return details
+
+
+# Audio that is (nearly) all zeros or clipped far past full scale still gets scores; say so, naming the item.
+SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: no speech to hear
+CLIPPED_PEAK = 1.5  # the processor does not normalise; peaks this far above 1.0 are not float PCM in [-1, 1]
+
+
+def warn_if_silent_or_clipped(waveform, name):
+    peak = float(np.abs(waveform).max()) if len(waveform) else 0.0
+    if peak < SILENCE_PEAK:
+        logger.warning(f"{name}: the audio is silent (peak {peak:.1e}); its scores say nothing about the speaker.")
+    elif peak > CLIPPED_PEAK:
+        logger.warning(f"{name}: the audio peaks at {peak:.1f}, far above full scale 1.0; it is probably integer PCM "
+                       "passed as float, or clipped. Divide integer samples by 32768 (int16) first.")
 
 
 # ---------------------------------------------------------------------- windowing and aggregation

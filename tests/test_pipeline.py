@@ -1,5 +1,6 @@
 """MERPipeline: input forms, batching, top_k, long audio, ASR fallback, focus output, bad input, fresh-process loads."""
 
+import copy
 import functools
 import io
 import json
@@ -236,6 +237,32 @@ def test_thousands_of_tokens_are_truncated_with_a_warning(pipe, checkpoint, capl
     assert "128" in warnings[0]  # the tiny text encoder's position table
     expected = model_scores(model, audio, long_text, max_text_length=128)
     torch.testing.assert_close(as_tensor(result[1], model), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("samples,words", [(np.zeros(8000, np.float32), "silent"),
+                                           (40.0 * np.sin(np.arange(8000) / 5.0).astype(np.float32), "far above full scale")])
+def test_silent_or_clipped_audio_is_scored_with_a_warning_naming_the_item(pipe, caplog, samples, words):
+    with caplog.at_level("WARNING"):
+        result = pipe([waveform(8000), samples], text=[TEXT, TEXT], batch_size=2)
+    assert len(result) == 2
+    assert [record.getMessage() for record in caplog.records if words in record.getMessage()][0].startswith("item 1:")
+
+
+def test_transcript_of_unknown_tokens_only_is_scored_with_a_warning(pipe, caplog):
+    with caplog.at_level("WARNING"):
+        pipe(waveform(8000), text="\U0001F621\U0001F621")
+    assert any(record.getMessage().startswith("input: every token of the transcript") for record in caplog.records)
+
+
+def test_corrupted_weights_give_an_error_naming_the_model_not_nan_scores(checkpoint, tmp_path):
+    _, model = checkpoint
+    damaged = copy.deepcopy(model)
+    with torch.no_grad():
+        damaged.classifier[-1].weight.fill_(float("nan"))
+    damaged.config._name_or_path = str(tmp_path / "damaged-model")
+    pipe = pipeline(TASK, model=damaged, processor=tiny_processor(), device=-1)
+    with pytest.raises(ValueError, match=r"damaged-model gave non-finite scores.*Re-download or re-save"):
+        pipe(waveform(8000), text=TEXT)
 
 
 def test_input_dict_with_unknown_keys(pipe):
