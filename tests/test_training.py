@@ -255,3 +255,23 @@ def test_train_push_to_hub_sends_model_processor_code_and_card(tmp_path, monkeyp
     assert {"config.json", "model.safetensors", "processor_config.json", "modeling_mer.py", "pipeline_mer.py",
             "processing_mer.py", "README.md"} <= files
     assert not any(name.startswith(("checkpoint-", "runs/")) for name in files)  # fold runs never push
+
+
+def test_a_test_split_that_cannot_be_collated_fails_before_any_training_step(tmp_path, monkeypatch):
+    """Part of the final test that would break after all the training breaks in the first seconds instead."""
+    corpus = synthetic_corpus()
+    broken = corpus.filter(lambda row: row["session"] == 3).select([0])["id"][0]
+    corpus = corpus.map(lambda row: {"audio": {"array": [float("nan")] * 8000, "sampling_rate": 16000}}
+                        if row["id"] == broken else {})
+    trained = []
+
+    def tiny_builder(model_args, label_names):
+        config = tiny_config(id2label=dict(enumerate(label_names)))
+        return MERForSequenceClassification(config), tiny_processor()
+
+    monkeypatch.setattr(experiment_module, "build_model", tiny_builder)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    monkeypatch.setattr(MERTrainer, "train", lambda self, **kwargs: trained.append(True))
+    with pytest.raises(ValueError, match=r"Before training: the first test batch fails \(item \d+ \(s3F0\).*NaN/inf.*final test"):
+        experiment_module.run(ModelArguments(), DataArguments(cv="none"), training_args(tmp_path))
+    assert not trained

@@ -186,6 +186,7 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         data_collator=train_collator, compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
     )
     if not finished:
+        preflight(trainer, splits, output_dir)
         trainer.train(resume_from_checkpoint=checkpoint_for(training_args.resume_from_checkpoint, output_dir))
         # The fold's final (best) model next to its checkpoints: a usable model folder, and what a resumed
         # cross-validation reloads instead of training this fold again.
@@ -200,6 +201,28 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     if args.should_save:
         mark_fold_finished(output_dir, metrics)
     return trainer, processor, metrics, embeddings, prediction.label_ids
+
+
+def preflight(trainer, splits, output_dir):
+    """Whatever would break at the first evaluation, the final test or the save breaks now, in seconds: one
+    validation and one test batch go through the Trainer's own eval/test dataloaders (sampler, collator) and a
+    forward pass (no backward), and the fold folder must take a file."""
+    for name, when, loader in (("validation", "at the first evaluation", trainer.get_eval_dataloader(splits["validation"])),
+                               ("test", "at the final test, after all of it", trainer.get_test_dataloader(splits["test"]))):
+        try:
+            batch = next(iter(loader))
+            trainer.prediction_step(trainer.model, batch, prediction_loss_only=False)
+        except Exception as error:
+            raise type(error)(f"Before training: the first {name} batch fails ({error}). Training would have "
+                              f"stopped {when}; fix this first.") from error
+    probe = Path(output_dir) / ".write_test"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"Before training: cannot write the fold's model to {output_dir} ({error}); choose another "
+                      "--output_dir or free the disk.") from error
 
 
 # Training arguments that change what a fold learns (paths, logging and resume options do not).
