@@ -49,6 +49,8 @@ class MERConfig(PretrainedConfig):
             (the paper's figure feeds K into the focus block; then the bias is transposed).
         use_prosody_branch: add the log-mel CNN + MFCC BiLSTM branch with guided attention on the speech side.
         num_mel_bins, num_mfcc, prosody_hidden_size, mfcc_lstm_layers: prosody branch sizes.
+        use_prosody_statistics: also give the head utterance-level pitch, voicing, energy and MFCC statistics
+            (mean and spread over frames) as one more pooled vector: what a classic acoustic baseline sees.
         pooling: `"mean"` or `"max"` over each branch's valid positions.
         embedding_size: size of the fused embedding F(x) used by the classifier and the triplet loss.
         triplet_weight: lambda of `loss = CE + lambda * triplet`; 0 disables metric learning.
@@ -79,6 +81,7 @@ class MERConfig(PretrainedConfig):
         num_mfcc=40,
         prosody_hidden_size=128,
         mfcc_lstm_layers=2,
+        use_prosody_statistics=False,
         pooling="mean",
         embedding_size=128,
         triplet_weight=0.1,
@@ -109,6 +112,7 @@ class MERConfig(PretrainedConfig):
         self.num_mfcc = num_mfcc
         self.prosody_hidden_size = prosody_hidden_size
         self.mfcc_lstm_layers = mfcc_lstm_layers
+        self.use_prosody_statistics = use_prosody_statistics
         self.pooling = pooling
         self.embedding_size = embedding_size
         self.triplet_weight = triplet_weight
@@ -153,6 +157,9 @@ class MERConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 fail(field, value, "a probability in [0, 1)")
+        for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_weighted_layer_sum"):
+            if not isinstance(getattr(self, field), bool):
+                fail(field, getattr(self, field), "True or False")
         if self.focus_source not in FOCUS_SOURCES:
             fail("focus_source", self.focus_source, f"one of {FOCUS_SOURCES}")
         if self.pooling not in POOLINGS:

@@ -15,7 +15,7 @@ from transformers.dynamic_module_utils import get_cached_module_file, get_relati
 from transformers.utils import HF_MODULES_CACHE, ModelOutput
 
 from .configuration_mer import MERConfig
-from .encoders_mer import SpeechEncoder, TextEncoder
+from .encoders_mer import SpeechEncoder, TextEncoder, receptive_field
 from .fusion_mer import (
     CrossmodalTransformer,
     FocusAttention,
@@ -25,6 +25,7 @@ from .fusion_mer import (
     sinusoidal_positions,
 )
 from .losses_mer import joint_loss
+from .prosody_statistics_mer import ProsodyStatistics
 from .spectral_mer import SpectralFeatures
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,13 @@ class MERModel(MERPreTrainedModel):
             self.text_self_attention = self_attention()
         if config.uses_audio:
             self.audio_self_attention = self_attention()
-        self.embedding = nn.Linear(len(config.modalities) * d_model, config.embedding_size)
+        pooled_vectors = len(config.modalities)
+        self.prosody_statistics = None
+        if config.uses_audio and config.use_prosody_statistics:
+            self.prosody_statistics = ProsodyStatistics(config, receptive_field(config.audio_config),
+                                                        config.audio_config.inputs_to_logits_ratio)
+            pooled_vectors += 1
+        self.embedding = nn.Linear(pooled_vectors * d_model, config.embedding_size)
         self.post_init()
         self.apply_freezing()
 
@@ -336,6 +343,8 @@ class MERModel(MERPreTrainedModel):
         if self.config.uses_audio:
             output.audio_states = self.audio_self_attention(audio_fused, audio_fused, frame_mask, frame_mask)[0]
             pooled.append(self._pool(output.audio_states, frame_mask))
+            if self.prosody_statistics is not None:
+                pooled.append(self.prosody_statistics(input_values, frame_mask))
         output.embeddings = self.embedding(torch.cat(pooled, dim=-1))  # F(x): (B, embedding_size)
         return output
 

@@ -1,0 +1,81 @@
+"""Utterance-level prosody statistics: pitch, voicing, energy and spectral envelope, pooled over valid frames.
+
+Shipped with Hub checkpoints (torch only). A classic acoustic baseline (a logistic regression on F0, energy and
+MFCC statistics) beats a speech encoder trained from scratch on a few hundred utterances, because the statistics
+state outright what the encoder must first learn to find. This module hands the same statistics to the fusion
+head as one more pooled vector beside the branches (`MERConfig.use_prosody_statistics`). Frames are the speech
+encoder's own (window = receptive field, hop = total stride), so they share its frame mask.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .configuration_mer import SAMPLING_RATE
+from .spectral_mer import SpectralFeatures
+
+F0_MIN_HZ, F0_MAX_HZ = 70.0, 400.0  # the range of adult speaking voices, as in the classic pitch trackers
+SILENCE_DB = -100.0  # floor of the frame energy, so log(0) never appears
+
+
+def masked_statistics(values, weights):
+    """Weighted mean and standard deviation over time: values (B, T, F), weights (B, T) -> (B, 2F)."""
+    weights = weights.unsqueeze(-1)
+    total = weights.sum(1).clamp(min=1e-6)
+    mean = (values * weights).sum(1) / total
+    variance = ((values - mean.unsqueeze(1)).square() * weights).sum(1) / total
+    return torch.cat([mean, variance.clamp(min=0.0).sqrt()], dim=-1)
+
+
+class ProsodyStatistics(nn.Module):
+    """waveform (B, L) + frame mask (B, T) -> a (B, d_model) summary of pitch, voicing, energy and MFCC statistics.
+
+    Per frame: energy in dB, F0 in semitones above 55 Hz from the normalised autocorrelation peak in 70-400 Hz,
+    the peak's height (voicing strength, 0-1), and the MFCCs. Pitch statistics are weighted by voicing (unvoiced
+    frames have no pitch); the others by the frame mask. Mean and spread of each, then LayerNorm and a projection.
+    """
+
+    def __init__(self, config, window_length, hop_length):
+        super().__init__()
+        self.spectral = SpectralFeatures(config.num_mel_bins, config.num_mfcc, window_length=window_length,
+                                         hop_length=hop_length, n_fft=1 << (window_length - 1).bit_length())
+        self.window_length, self.hop_length = window_length, hop_length
+        self.min_lag = int(SAMPLING_RATE / F0_MAX_HZ)
+        self.max_lag = min(int(SAMPLING_RATE / F0_MIN_HZ), window_length - 1)
+        num_features = 2 * (3 + config.num_mfcc)  # mean and spread of (energy, f0, voicing, mfcc)
+        self.norm = nn.LayerNorm(num_features)
+        self.projection = nn.Sequential(nn.Linear(num_features, config.d_model), nn.GELU())
+
+    def frame_features(self, waveform):
+        """(B, T, 3 + num_mfcc): energy (dB), f0 (semitones), voicing, MFCC; float32 whatever the model dtype."""
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            samples = waveform.float()
+            _, mfcc = self.spectral(samples)
+            frames = samples.unfold(-1, self.window_length, self.hop_length)  # (B, T, window)
+            frames = frames - frames.mean(-1, keepdim=True)
+            energy = frames.square().mean(-1)
+            energy_db = (10 * torch.log10(energy + 1e-10)).clamp(min=SILENCE_DB)
+            # Autocorrelation through the FFT (zero-padded to twice the window: no circular wrap-around).
+            spectrum = torch.fft.rfft(frames, n=2 * self.window_length)
+            autocorrelation = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square())[..., :self.window_length]
+            autocorrelation = autocorrelation / (autocorrelation[..., :1] + 1e-10)
+            # The plain (biased) autocorrelation picks the lag: it decays with the lag, so a multiple of the
+            # period never wins over the period itself (no octave errors down).
+            peak, lag = autocorrelation[..., self.min_lag:self.max_lag + 1].max(-1)
+            lag = (lag + self.min_lag).float()
+            f0_semitones = 12 * torch.log2(SAMPLING_RATE / lag / 55.0)
+            # Voicing is the peak undone of that decay, (N - lag) / N: close to 1 for any periodic frame.
+            voicing = (peak * self.window_length / (self.window_length - lag)).clamp(0.0, 1.0)
+        return torch.cat([energy_db[..., None] / 10, f0_semitones[..., None] / 12, voicing[..., None],
+                          mfcc / math.sqrt(mfcc.shape[-1])], dim=-1)
+
+    def forward(self, waveform, frame_mask):
+        features = self.frame_features(waveform)[:, :frame_mask.shape[1]]  # conv padding may give fewer frames
+        mask = frame_mask[:, :features.shape[1]].to(features.dtype)
+        voicing = features[..., 2]
+        voiced = mask * voicing.square()  # strongly periodic frames carry the pitch statistics
+        pitch = masked_statistics(features[..., 1:2], voiced)
+        others = masked_statistics(torch.cat([features[..., :1], features[..., 2:]], dim=-1), mask)
+        statistics = torch.cat([pitch, others], dim=-1).to(self.norm.weight.dtype)
+        return self.projection(self.norm(statistics))
