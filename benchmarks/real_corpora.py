@@ -1,0 +1,222 @@
+"""mer against the classic baselines on real corpora, on the same folds, in one run.
+
+    python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 50 min)
+    python benchmarks/real_corpora.py --rows ravdess --epochs 12                        # one row
+
+Data come from ../shared/data at run time (never copied into the project); every row skips with a message
+when it is absent. Rows (each at most ~15 minutes on a 2-core CPU with the defaults below):
+
+- meld: MELD transcripts, official train/dev/test splits, 7 classes. mer text-only (all-MiniLM-L6-v2
+  fine-tuned) vs TF-IDF (word 1-2 grams) + logistic regression. Weighted F1 (MELD's metric) and UA.
+- ravdess: RAVDESS speech, 8 classes, 4 actor-independent folds (6 actors each). mer audio-only (small
+  wav2vec2 from scratch + prosody branch) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
+  MFCC statistics + logistic regression. UA.
+- ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused vs mer
+  audio-only (an uninformative modality must not hurt).
+- demo_audio: the bundled demo corpus, session 5 held out: mer audio-only vs the linear probe on prosodic
+  statistics of benchmarks/demo_corpus_ceiling.py.
+
+The baselines are fitted on each fold's train + validation parts (they select nothing) and scored on its
+test part; class weights are balanced for them as the class-balanced batches are for mer. Mean +- std over folds.
+"""
+
+import argparse
+import io
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import datasets  # noqa: E402
+from demo_corpus_ceiling import prosodic_features  # noqa: E402
+from train import parse_arguments  # noqa: E402
+
+from modeling_mer.audio_io_mer import load_audio  # noqa: E402
+from modeling_mer.configuration_mer import SAMPLING_RATE  # noqa: E402
+from modeling_mer.data import load_corpus, load_demo  # noqa: E402
+from modeling_mer.spectral_mer import SpectralFeatures  # noqa: E402
+from modeling_mer.training import experiment  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+MELD_COLUMNS = {"Utterance": "text", "Emotion": "label", "Speaker": "speaker"}
+MELD_SPLITS = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+
+
+# ---------------------------------------------------------------------- corpora
+
+def meld_corpus(folder):
+    """MELD's official splits as a saved DatasetDict (train.py then uses them as given with --cv none)."""
+    import pandas as pd
+
+    parts = {}
+    for split, name in MELD_SPLITS.items():
+        frame = pd.read_csv(SHARED / "meld" / name)[list(MELD_COLUMNS)].rename(columns=MELD_COLUMNS)
+        frame["text"] = frame["text"].str.replace("\x92", "'").str.strip()
+        parts[split] = datasets.Dataset.from_pandas(frame[frame["text"].str.len() > 0], preserve_index=False)
+    names = sorted(set(parts["train"]["label"]))
+    splits = datasets.DatasetDict({split: part.cast_column("label", datasets.ClassLabel(names=names))
+                                   for split, part in parts.items()})
+    splits.save_to_disk(folder)
+    return folder
+
+
+def ravdess_manifest(folder, with_text):
+    """RAVDESS's own manifest, rewritten with absolute paths (and without the text column for audio only)."""
+    import pandas as pd
+
+    frame = pd.read_csv(SHARED / "ravdess" / "manifest.csv")
+    frame["path"] = [str(SHARED / "ravdess" / path) for path in frame["path"]]
+    columns = ["path", "label", "speaker", "duration"] + (["text"] if with_text else [])
+    path = Path(folder) / ("ravdess_bimodal.csv" if with_text else "ravdess_audio.csv")
+    frame[columns].to_csv(path, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------- classic features
+
+def mfcc_statistics(waveform, spectral=SpectralFeatures(num_mel_bins=64, num_mfcc=40, window_length=400,
+                                                         hop_length=160)):
+    """Mean and standard deviation of 40 MFCCs and log energy over 25 ms frames (10 ms hop)."""
+    log_mel, mfcc = spectral(torch.from_numpy(waveform)[None])
+    frames = torch.cat([mfcc[0], log_mel[0].logsumexp(-1, keepdim=True)], -1).numpy()
+    return np.concatenate([frames.mean(0), frames.std(0)])
+
+
+def egemaps(waveform, smile=[]):
+    """The 88 eGeMAPS v02 functionals of openSMILE, the field's standard acoustic baseline."""
+    if not smile:
+        import opensmile
+
+        smile.append(opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                     feature_level=opensmile.FeatureLevel.Functionals))
+    return smile[0].process_signal(waveform, SAMPLING_RATE).to_numpy()[0]
+
+
+def waveforms(dataset):
+    return [load_audio(audio, name=str(index)) for index, audio in enumerate(dataset["audio"])]
+
+
+def acoustic(featurise):
+    def features(dataset):
+        return np.stack([featurise(waveform) for waveform in waveforms(dataset)])
+    return features
+
+
+def demo_prosody(dataset):
+    rows = [sf.read(io.BytesIO(audio["bytes"]), dtype="float32") for audio in dataset["audio"]]
+    return np.stack([prosodic_features(waveform, rate) for waveform, rate in rows])
+
+
+def score_baseline(folds, features, text=False):
+    """Fit on each fold's train + validation, score its test part: {fold: {ua, weighted_f1}}."""
+    scores = {}
+    for fold, splits in folds.items():
+        fit = datasets.concatenate_datasets([splits["train"], splits["validation"]])
+        if text:
+            model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                                  LogisticRegression(max_iter=3000, class_weight="balanced", C=4.0))
+            model.fit(fit["text"], fit["label"])
+            predicted = model.predict(splits["test"]["text"])
+        else:
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
+            model.fit(features(fit), fit["label"])
+            predicted = model.predict(features(splits["test"]))
+        truth = splits["test"]["label"]
+        scores[fold] = {"ua": balanced_accuracy_score(truth, predicted),
+                        "weighted_f1": f1_score(truth, predicted, average="weighted")}
+    return scores
+
+
+# ---------------------------------------------------------------------- mer
+
+def mer_scores(flags, output_dir):
+    model_args, data_args, training_args = parse_arguments([*flags, "--output_dir", str(output_dir),
+                                                            "--disable_tqdm", "true", "--report_to", "none"])
+    results, _ = experiment.run(model_args, data_args, training_args)
+    return {fold: {"ua": metrics["ua"], "weighted_f1": metrics["weighted_f1"]}
+            for fold, metrics in results["full model"].items()}
+
+
+def folds_of(flags):
+    _, data_args, _ = parse_arguments(flags)
+    dataset, _ = experiment.load_data(data_args)
+    return experiment.make_folds(dataset, data_args)
+
+
+def summary(scores, metric):
+    values = [fold[metric] for fold in scores.values()]
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def run_row(row, args, work):
+    recipe = ["--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", "--seed", "0"]
+    if row == "meld":
+        corpus = meld_corpus(work / "meld")
+        data = ["--corpus", str(corpus), "--cv", "none"]
+        mer = mer_scores([*data, *recipe[:2], "1" if args.epochs > 3 else str(args.epochs), "--modalities", "text",
+                          "--text_model", "minilm", "--freeze_text_encoder", "false", "--encoder_learning_rate",
+                          "5e-5", "--per_device_train_batch_size", "32", "--train_sampling_strategy", "random"],
+                         work / "meld_run")
+        return {"mer text (MiniLM fine-tuned)": mer,
+                "TF-IDF + logistic regression": score_baseline(folds_of(data), None, text=True)}
+    if row in ("ravdess", "ravdess_bimodal"):
+        data = ["--corpus", str(ravdess_manifest(work, with_text=row == "ravdess_bimodal")), "--cv", "speakers",
+                "--num_speaker_folds", "4", "--max_audio_seconds", "4"]
+        audio = [*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"]
+        rows = {"mer audio only": mer_scores(audio, work / f"{row}_audio")}
+        if row == "ravdess":
+            folds = folds_of(data)
+            rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
+            rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
+        else:
+            rows["mer fused (text + audio)"] = mer_scores([*data, *recipe, "--use_prosody_statistics", "true",
+                                                           "--freeze_text_encoder", "true"], work / f"{row}_fused")
+        return rows
+    if row == "demo_audio":
+        data = ["--corpus", "demo", "--cv", "none"]
+        mer = mer_scores([*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"],
+                         work / "demo_audio")
+        _, data_args, _ = parse_arguments(data)
+        folds = experiment.make_folds(load_demo(), data_args)
+        return {"mer audio only": mer, "prosodic statistics + logistic regression": score_baseline(folds, demo_prosody)}
+    raise ValueError(f"unknown row {row!r}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", default=["meld", "ravdess", "ravdess_bimodal", "demo_audio"])
+    parser.add_argument("--epochs", type=int, default=8, help="mer training epochs (meld: 1 epoch whatever this says "
+                                                              "above 3: MiniLM fine-tuning is the slow part)")
+    parser.add_argument("--json", type=Path, help="Also write the per-fold figures here.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if not SHARED.is_dir() and any(row != "demo_audio" for row in args.rows):
+        print(f"skipped: {SHARED} is absent (the real-data rows need ../shared/data beside the repository)")
+        args.rows = [row for row in args.rows if row == "demo_audio"]
+    table = {}
+    with tempfile.TemporaryDirectory() as work:
+        for row in args.rows:
+            table[row] = run_row(row, args, Path(work))
+            print(f"\n## {row}\n\n| model | UA (mean ± std) | weighted F1 | folds |\n|---|---|---|---|")
+            for name, scores in table[row].items():
+                print(f"| {name} | {summary(scores, 'ua')} | {summary(scores, 'weighted_f1')} | {len(scores)} |")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
