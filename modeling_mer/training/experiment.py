@@ -313,11 +313,16 @@ def describe_protocol(data_args, folds):
             "only for the reported numbers")
 
 
+TEXT_MODEL_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
 def save_model(final, model_args, data_args, protocol, table, label_names, folder):
     trainer, processor = final
     trainer.model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    card = dict(base_model_text=model_args.text_model, base_model_audio=model_args.audio_model or
+    # The card's metadata wants Hub ids: the "minilm" alias names the repo its offline weights come from.
+    text_model = TEXT_MODEL_HUB_IDS.get(model_args.text_model, model_args.text_model)
+    card = dict(base_model_text=text_model, base_model_audio=model_args.audio_model or
                 "randomly initialised small wav2vec2", dataset_name=data_args.corpus, protocol=protocol,
                 metrics_table_markdown=table, label_names=label_names)
     write_model_card(folder, **card)
