@@ -44,6 +44,7 @@ class LoadReport:
     dropped: dict = field(default_factory=dict)  # reason -> count
     dropped_examples: dict = field(default_factory=dict)  # reason -> first few ids/paths
     notes: dict = field(default_factory=dict)  # quirks handled without dropping anything -> count
+    duplicates: list = field(default_factory=list)  # groups of identical rows (kept), by location
 
     def drop(self, reason: str, item: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
