@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from modeling_mer.data import (
     load_iemocap,
     session5_split,
 )
+from modeling_mer.data.folds import _split_by_speaker
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -57,7 +59,9 @@ def _duration(index):
 def _write_wav(path, seconds, sampling_rate=16000):
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
-    sf.write(path, 0.1 * np.sin(2 * np.pi * 220 * t), sampling_rate, subtype="PCM_16")
+    # A tone of its own per file: two utterances must never be the same audio (the fold checks refuse that).
+    frequency = 200 + zlib.crc32(path.name.encode()) % 400
+    sf.write(path, 0.1 * np.sin(2 * np.pi * frequency * t), sampling_rate, subtype="PCM_16")
 
 
 def write_iemocap_tree(root: Path) -> Path:
@@ -441,15 +445,78 @@ def test_dataset_source_with_embedded_bytes(small_corpus):
     assert len(load_audio(dataset[1]["audio"])) == pytest.approx(0.3 * 16000, abs=2)
 
 
-def test_leave_speakers_out_generic(small_corpus):
-    dataset = load_corpus(small_corpus / "manifest.csv", cache_dir=small_corpus / "cache")
-    folds = leave_speakers_out(dataset, n_folds=3, n_validation_speakers=1)
+def _speaker_corpus(root, speakers=4, labels=("calm", "joy", "rage"), seconds=0.2):
+    """Every speaker says every label once, each clip its own tone: folds over it are honest by construction."""
+    (root / "spk").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for speaker in range(speakers):
+        for position, label in enumerate(labels):
+            name = f"spk/{speaker}_{label}.wav"
+            t = np.arange(int(seconds * 16000)) / 16000
+            sf.write(root / name, 0.2 * np.sin(2 * np.pi * (300 + 50 * speaker + 7 * position) * t), 16000)
+            rows.append({"path": name, "text": f"{label} words", "label": label, "speaker": f"s{speaker}"})
+    _write_manifest(root / "speakers.csv", rows)
+    return root / "speakers.csv"
+
+
+def test_leave_speakers_out_generic(tmp_path):
+    dataset = load_corpus(_speaker_corpus(tmp_path), cache_dir=tmp_path / "cache")
+    folds = leave_speakers_out(dataset, n_folds=4, n_validation_speakers=1)
     tested = set()
     for fold in folds.values():
         parts = [_speakers(fold[name]) for name in ("train", "validation", "test")]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
         tested |= parts[2]
-    assert tested == {"s0", "s1", "s2"}  # every speaker is tested exactly once over the folds
+    assert tested == {"s0", "s1", "s2", "s3"}  # every speaker is tested exactly once over the folds
+
+
+def test_a_class_only_the_test_speakers_have_is_refused(tmp_path):
+    manifest = _speaker_corpus(tmp_path)
+    rows = list(csv.DictReader(open(manifest)))
+    rows = [row for row in rows if row["label"] != "rage" or row["speaker"] == "s0"]  # only s0 is ever angry
+    _write_manifest(manifest, rows)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"training part of this fold \(test speakers \['s0'\].*has no rows of "
+                                         r"class\(es\) \['rage'\], which its test part has \(\{'rage': 1\}.*fewer folds"):
+        experiment_fold(dataset, test=["s0"], validation=["s1"])
+
+
+def experiment_fold(dataset, test, validation=()):
+    return _split_by_speaker(dataset, test, validation)
+
+
+@pytest.mark.parametrize("how", ["same path", "copied file", "symlink"])
+def test_the_same_audio_on_two_sides_of_a_split_is_refused(tmp_path, how):
+    manifest = _speaker_corpus(tmp_path)
+    rows = list(csv.DictReader(open(manifest)))
+    test_clip = next(row["path"] for row in rows if row["speaker"] == "s3" and row["label"] == "joy")
+    if how == "copied file":
+        (tmp_path / "spk" / "copy.wav").write_bytes((tmp_path / test_clip).read_bytes())
+        test_clip = "spk/copy.wav"
+    elif how == "symlink":
+        (tmp_path / "spk" / "link.wav").symlink_to(tmp_path / test_clip)
+        test_clip = "spk/link.wav"
+    rows.append({"path": test_clip, "text": "a training copy", "label": "joy", "speaker": "s0"})
+    _write_manifest(manifest, rows)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    kind = "same content" if how == "copied file" else "same file"
+    with pytest.raises(ValueError, match=rf"The same audio \({kind}\) is in two parts of this fold.*3_joy.wav "
+                                         r"\((test|train)\).*remove the copies"):
+        experiment_fold(dataset, test=["s3"], validation=["s2"])
+    experiment_fold(dataset, test=["s1"], validation=["s2"])  # both copies on the training side: fine
+
+
+def test_one_speaker_or_one_session_is_refused_with_the_count(tmp_path):
+    manifest = _speaker_corpus(tmp_path, speakers=1)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"need at least 3 speakers \(training, validation, test\); the corpus has "
+                                         r"1 speaker\(s\) 's0' in 3 row\(s\)"):
+        leave_speakers_out(dataset)
+    with pytest.raises(ValueError, match=r"need at least 2 speakers.*has 1 speaker"):
+        leave_speakers_out(dataset, n_validation_speakers=0)
+    one_session = dataset.add_column("session", [1] * len(dataset))
+    with pytest.raises(ValueError, match=r"at least 2 sessions.*the corpus has 1: \[1\].*--cv speakers"):
+        leave_one_session_out(one_session)
 
 
 def _csv_text(rows, delimiter=","):
