@@ -1,6 +1,7 @@
 """MERTrainer and the experiment runner on tiny models: loss modes, accumulation, CV artefacts, no test-fold leakage."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -231,3 +232,74 @@ def test_train_push_to_hub_sends_model_processor_code_and_card(tmp_path, monkeyp
     assert {"config.json", "model.safetensors", "processor_config.json", "modeling_mer.py", "pipeline_mer.py",
             "processing_mer.py", "README.md"} <= files
     assert not any(name.startswith(("checkpoint-", "runs/")) for name in files)  # fold runs never push
+
+
+# --- an existing run is never replaced silently -----------------------------------------------------------------
+
+def _tiny_run(tmp_path, monkeypatch, **overrides):
+    monkeypatch.setattr(experiment_module, "build_model", lambda model_args, label_names: (
+        MERForSequenceClassification(tiny_config(id2label=dict(enumerate(label_names)))), tiny_processor()))
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (synthetic_corpus(sessions=(1, 2)),
+                                                                           list(LABELS)))
+    return experiment_module.run(ModelArguments(), DataArguments(), training_args(tmp_path, max_steps=1, **overrides))
+
+
+def _snapshot(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+            and "feature_cache" not in path.parts}
+
+
+def test_a_finished_run_is_never_overwritten_without_asking(tmp_path, monkeypatch):
+    _tiny_run(tmp_path, monkeypatch)
+    output = tmp_path / "run"
+    before = _snapshot(output)
+    assert Path("results.json") in before and Path("model/model.safetensors") in before
+    with pytest.raises(FileExistsError, match=r"--output_dir '.*run' already holds a run \(.*results.json.*"
+                                              r"--resume_from_checkpoint last.*--overwrite_output_dir true"):
+        _tiny_run(tmp_path, monkeypatch, seed=1, learning_rate=5e-3)
+    assert _snapshot(output) == before  # byte-identical: weights, results, plots and fold folders
+    # Continuing is still allowed: the finished fold is reloaded and re-tested, not trained.
+    _tiny_run(tmp_path, monkeypatch, resume_from_checkpoint="last")
+    assert json.loads((output / "results.json").read_text()) == json.loads(before[Path("results.json")])
+    # Asked explicitly: replaced.
+    _tiny_run(tmp_path, monkeypatch, seed=1, learning_rate=5e-3, overwrite_output_dir=True)
+    assert (output / "model" / "model.safetensors").read_bytes() != before[Path("model/model.safetensors")]
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(NotADirectoryError, match=r"--output_dir '.*run' is an existing file, not a folder"):
+        _tiny_run(tmp_path, monkeypatch)
+    assert (tmp_path / "run").read_text() == "notes"
+
+
+def test_ctrl_c_in_train_py_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    import train
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--output_dir", str(tmp_path / "x"), "--use_cpu", "true"])
+    assert exit_info.value.code == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Interrupted" in lines[0] and "--resume_from_checkpoint last" in lines[0]
+
+
+def test_clips_shorter_than_the_receptive_field_fail_before_training_naming_the_file(tmp_path, monkeypatch):
+    corpus = synthetic_corpus(sessions=(1, 2))
+    durations = list(corpus["duration"])
+    durations[5] = 0.02  # 320 samples: below the default small speech encoder's 400
+    corpus = corpus.remove_columns("duration").add_column("duration", durations)
+    corpus = corpus.map(lambda row, index: {"id": "tiny_clip" if index == 5 else row["id"]}, with_indices=True)
+
+    def no_model(*_):
+        raise AssertionError("a model was built before the durations were checked")
+
+    monkeypatch.setattr(experiment_module, "build_model", no_model)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    with pytest.raises(ValueError, match=r"1 clip\(s\) are shorter than the speech encoder's receptive field \(400 "
+                                         r"samples = 25.0 ms\).*'tiny_clip \(0.0200 s\)'.*Remove them"):
+        experiment_module.run(ModelArguments(), DataArguments(), training_args(tmp_path))
+    experiment_module.check_durations(corpus, {"text"}, 400)  # text-only training never reads the audio
