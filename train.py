@@ -31,7 +31,13 @@ def parse_arguments(argv):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    run(model_args, data_args, training_args)
+    try:
+        run(model_args, data_args, training_args)
+    except KeyboardInterrupt:
+        # One line instead of a traceback through the Trainer; 130 = 128 + SIGINT, what shells report for Ctrl-C.
+        print(f"\nInterrupted. Rerun the same command with --resume_from_checkpoint last to continue from the last "
+              f"complete checkpoint in {training_args.output_dir}.", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ test part; class weights are balanced for them as the class-balanced batches are
 """
 
 import argparse
+import functools
 import io
 import json
 import logging
@@ -43,13 +44,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import datasets  # noqa: E402
 from demo_corpus_ceiling import prosodic_features  # noqa: E402
-from train import parse_arguments  # noqa: E402
 
 from modeling_mer.audio_io_mer import load_audio  # noqa: E402
 from modeling_mer.configuration_mer import SAMPLING_RATE  # noqa: E402
-from modeling_mer.data import load_corpus, load_demo  # noqa: E402
+from modeling_mer.data import load_demo  # noqa: E402
 from modeling_mer.spectral_mer import SpectralFeatures  # noqa: E402
 from modeling_mer.training import experiment  # noqa: E402
+from train import parse_arguments  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 MELD_COLUMNS = {"Utterance": "text", "Emotion": "label", "Speaker": "speaker"}
@@ -88,22 +89,27 @@ def ravdess_manifest(folder, with_text):
 
 # ---------------------------------------------------------------------- classic features
 
-def mfcc_statistics(waveform, spectral=SpectralFeatures(num_mel_bins=64, num_mfcc=40, window_length=400,
-                                                         hop_length=160)):
+# 25 ms frames with a 10 ms hop, the usual framing of classic acoustic features.
+CLASSIC_SPECTRA = SpectralFeatures(num_mel_bins=64, num_mfcc=40, window_length=400, hop_length=160)
+
+
+def mfcc_statistics(waveform):
     """Mean and standard deviation of 40 MFCCs and log energy over 25 ms frames (10 ms hop)."""
-    log_mel, mfcc = spectral(torch.from_numpy(waveform)[None])
+    log_mel, mfcc = CLASSIC_SPECTRA(torch.from_numpy(waveform)[None])
     frames = torch.cat([mfcc[0], log_mel[0].logsumexp(-1, keepdim=True)], -1).numpy()
     return np.concatenate([frames.mean(0), frames.std(0)])
 
 
-def egemaps(waveform, smile=[]):
-    """The 88 eGeMAPS v02 functionals of openSMILE, the field's standard acoustic baseline."""
-    if not smile:
-        import opensmile
+@functools.lru_cache(maxsize=1)
+def _smile():
+    import opensmile  # benchmark-only: `pip install opensmile`
 
-        smile.append(opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                     feature_level=opensmile.FeatureLevel.Functionals))
-    return smile[0].process_signal(waveform, SAMPLING_RATE).to_numpy()[0]
+    return opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def egemaps(waveform):
+    """The 88 eGeMAPS v02 functionals of openSMILE, the field's standard acoustic baseline."""
+    return _smile().process_signal(waveform, SAMPLING_RATE).to_numpy()[0]
 
 
 def waveforms(dataset):

@@ -108,7 +108,12 @@ def _to_mono_float(array: np.ndarray, name: str) -> np.ndarray:
         raise ValueError(
             f"{name}: expected a 1-D waveform or a 2-D (channels, samples) array, got shape {array.shape}."
         )
-    if np.issubdtype(array.dtype, np.integer):
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        # Unsigned PCM (8-bit WAV stores uint8) is offset binary: silence is the mid value (128 for uint8), so
+        # centre it before scaling; dividing by iinfo.min (0 for unsigned types) would give inf/NaN.
+        half = float(np.iinfo(array.dtype).max // 2 + 1)
+        array = (array.astype(np.float64) - half) / half
+    elif np.issubdtype(array.dtype, np.integer):
         # PCM integers -> [-1, 1), the same scale soundfile gives.
         array = array.astype(np.float64) / float(-np.iinfo(array.dtype).min)
     elif not np.issubdtype(array.dtype, np.floating):
@@ -207,7 +212,10 @@ def load_audio(
     rate = _check_sampling_rate(rate, label)
     target_sampling_rate = _check_sampling_rate(target_sampling_rate, label)
     if isinstance(waveform, torch.Tensor):
-        waveform = waveform.detach().cpu().numpy()
+        waveform = waveform.detach().cpu()
+        if waveform.dtype in (torch.bfloat16, torch.float16):
+            waveform = waveform.float()  # numpy has no bfloat16; float32 holds every bf16/fp16 value exactly
+        waveform = waveform.numpy()
     waveform = _to_mono_float(np.asarray(waveform), label)
     if rate != target_sampling_rate:
         waveform = resample(waveform, rate, target_sampling_rate)

@@ -175,6 +175,18 @@ class MERConfig(PretrainedConfig):
                  f"a wav2vec2-family speech encoder, one of {SPEECH_ENCODER_TYPES}")
         if self.num_labels < 2:
             fail("num_labels", self.num_labels, "at least 2 classes (set id2label)")
+        # label2id is what the pipeline and the trainer's label checks read; a map that disagrees with id2label
+        # would score one class under another's name.
+        expected = {name: int(index) for index, name in self.id2label.items()}
+        given = {name: int(index) for name, index in self.label2id.items()}
+        if given != expected:
+            wrong = {name: index for name, index in given.items() if expected.get(name) != index}
+            missing = sorted(set(expected) - set(given))
+            raise ValueError(
+                f"MERConfig.label2id={dict(self.label2id)!r} contradicts id2label={dict(self.id2label)!r} "
+                f"(disagreeing entries: {wrong}, missing names: {missing}). Pass only id2label (label2id is "
+                "derived from it), or a label2id that is its exact inverse."
+            )
 
 
 MERConfig.register_for_auto_class()

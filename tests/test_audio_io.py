@@ -133,3 +133,24 @@ def test_bad_files_name_the_path(tmp_path):
     silent.write_bytes(_wav_bytes(np.zeros(0), 16000))
     with pytest.raises(ValueError, match="no_samples.wav.*0 samples"):
         load_audio({"path": str(silent), "bytes": None})
+
+
+def test_unsigned_8bit_pcm_is_centred_like_soundfile_reads_it():
+    """8-bit WAV holds uint8 offset binary (128 = silence); the array path must agree with soundfile's decoding."""
+    wave = _sine(300, 16000, amplitude=0.5)
+    pcm = np.clip(np.round(wave * 128 + 128), 0, 255).astype(np.uint8)
+    from_array = load_audio(pcm, sampling_rate=16000)
+    assert np.all(np.isfinite(from_array))
+    np.testing.assert_allclose(from_array, (pcm.astype(np.float64) - 128) / 128, atol=1e-7)
+    # Independent reference: soundfile decoding the same samples written as an 8-bit WAV file.
+    buffer = io.BytesIO()
+    sf.write(buffer, (pcm.astype(np.float64) - 128) / 128, 16000, format="WAV", subtype="PCM_U8")
+    np.testing.assert_allclose(load_audio(buffer.getvalue()), from_array, atol=1e-7)
+
+
+def test_bfloat16_and_float16_tensors_are_accepted():
+    wave = torch.from_numpy(_sine(300, 16000, amplitude=0.5).astype(np.float32))
+    for dtype in (torch.bfloat16, torch.float16):
+        out = load_audio(wave.to(dtype), sampling_rate=16000)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, wave.to(dtype).float().numpy())  # exact: no extra rounding

@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from modeling_mer.data import (
     load_iemocap,
     session5_split,
 )
+from modeling_mer.data.folds import _split_by_speaker
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -57,7 +59,9 @@ def _duration(index):
 def _write_wav(path, seconds, sampling_rate=16000):
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
-    sf.write(path, 0.1 * np.sin(2 * np.pi * 220 * t), sampling_rate, subtype="PCM_16")
+    # A tone of its own per file: two utterances must never be the same audio (the fold checks refuse that).
+    frequency = 200 + zlib.crc32(path.name.encode()) % 400
+    sf.write(path, 0.1 * np.sin(2 * np.pi * frequency * t), sampling_rate, subtype="PCM_16")
 
 
 def write_iemocap_tree(root: Path) -> Path:
@@ -388,10 +392,6 @@ def test_manifest_bad_input(small_corpus, tmp_path):
     with pytest.raises(CorpusError, match="no label column 'emotion'.*label_column"):
         load_corpus(small_corpus / "manifest.csv", label_column="emotion", cache_dir=cache)
     rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
-    rows[2]["path"] = "../outside.wav"
-    _write_manifest(small_corpus / "escape.csv", rows)
-    with pytest.raises(CorpusError, match=r"row 2 audio path '../outside.wav' escapes the corpus root"):
-        load_corpus(small_corpus / "escape.csv", cache_dir=cache)
     rows[2]["path"] = "clips/gone.wav"
     _write_manifest(small_corpus / "missing.csv", rows)
     with pytest.raises(FileNotFoundError, match="1 audio file.*gone.wav"):
@@ -445,15 +445,203 @@ def test_dataset_source_with_embedded_bytes(small_corpus):
     assert len(load_audio(dataset[1]["audio"])) == pytest.approx(0.3 * 16000, abs=2)
 
 
-def test_leave_speakers_out_generic(small_corpus):
-    dataset = load_corpus(small_corpus / "manifest.csv", cache_dir=small_corpus / "cache")
-    folds = leave_speakers_out(dataset, n_folds=3, n_validation_speakers=1)
+def _speaker_corpus(root, speakers=4, labels=("calm", "joy", "rage"), seconds=0.2):
+    """Every speaker says every label once, each clip its own tone: folds over it are honest by construction."""
+    (root / "spk").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for speaker in range(speakers):
+        for position, label in enumerate(labels):
+            name = f"spk/{speaker}_{label}.wav"
+            t = np.arange(int(seconds * 16000)) / 16000
+            sf.write(root / name, 0.2 * np.sin(2 * np.pi * (300 + 50 * speaker + 7 * position) * t), 16000)
+            rows.append({"path": name, "text": f"{label} words", "label": label, "speaker": f"s{speaker}"})
+    _write_manifest(root / "speakers.csv", rows)
+    return root / "speakers.csv"
+
+
+def test_leave_speakers_out_generic(tmp_path):
+    dataset = load_corpus(_speaker_corpus(tmp_path), cache_dir=tmp_path / "cache")
+    folds = leave_speakers_out(dataset, n_folds=4, n_validation_speakers=1)
     tested = set()
     for fold in folds.values():
         parts = [_speakers(fold[name]) for name in ("train", "validation", "test")]
         assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
         tested |= parts[2]
-    assert tested == {"s0", "s1", "s2"}  # every speaker is tested exactly once over the folds
+    assert tested == {"s0", "s1", "s2", "s3"}  # every speaker is tested exactly once over the folds
+
+
+def test_a_class_only_the_test_speakers_have_is_refused(tmp_path):
+    manifest = _speaker_corpus(tmp_path)
+    rows = list(csv.DictReader(open(manifest)))
+    rows = [row for row in rows if row["label"] != "rage" or row["speaker"] == "s0"]  # only s0 is ever angry
+    _write_manifest(manifest, rows)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"training part of this fold \(test speakers \['s0'\].*has no rows of "
+                                         r"class\(es\) \['rage'\], which its test part has \(\{'rage': 1\}.*fewer folds"):
+        experiment_fold(dataset, test=["s0"], validation=["s1"])
+
+
+def experiment_fold(dataset, test, validation=()):
+    return _split_by_speaker(dataset, test, validation)
+
+
+@pytest.mark.parametrize("how", ["same path", "copied file", "symlink"])
+def test_the_same_audio_on_two_sides_of_a_split_is_refused(tmp_path, how):
+    manifest = _speaker_corpus(tmp_path)
+    rows = list(csv.DictReader(open(manifest)))
+    test_clip = next(row["path"] for row in rows if row["speaker"] == "s3" and row["label"] == "joy")
+    if how == "copied file":
+        (tmp_path / "spk" / "copy.wav").write_bytes((tmp_path / test_clip).read_bytes())
+        test_clip = "spk/copy.wav"
+    elif how == "symlink":
+        (tmp_path / "spk" / "link.wav").symlink_to(tmp_path / test_clip)
+        test_clip = "spk/link.wav"
+    rows.append({"path": test_clip, "text": "a training copy", "label": "joy", "speaker": "s0"})
+    _write_manifest(manifest, rows)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    kind = "same content" if how == "copied file" else "same file"
+    with pytest.raises(ValueError, match=rf"The same audio \({kind}\) is in two parts of this fold.*3_joy.wav "
+                                         r"\((test|train)\).*remove the copies"):
+        experiment_fold(dataset, test=["s3"], validation=["s2"])
+    experiment_fold(dataset, test=["s1"], validation=["s2"])  # both copies on the training side: fine
+
+
+def test_one_speaker_or_one_session_is_refused_with_the_count(tmp_path):
+    manifest = _speaker_corpus(tmp_path, speakers=1)
+    dataset = load_corpus(manifest, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"need at least 3 speakers \(training, validation, test\); the corpus has "
+                                         r"1 speaker\(s\) 's0' in 3 row\(s\)"):
+        leave_speakers_out(dataset)
+    with pytest.raises(ValueError, match=r"need at least 2 speakers.*has 1 speaker"):
+        leave_speakers_out(dataset, n_validation_speakers=0)
+    one_session = dataset.add_column("session", [1] * len(dataset))
+    with pytest.raises(ValueError, match=r"at least 2 sessions.*the corpus has 1: \[1\].*--cv speakers"):
+        leave_one_session_out(one_session)
+
+
+def _csv_text(rows, delimiter=","):
+    header = list(rows[0])
+    return "\n".join(delimiter.join(str(r.get(c, "")) for c in header) for r in [{c: c for c in header}, *rows]) + "\n"
+
+
+def test_label_spelling_variants_are_merged_and_reported(small_corpus):
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    for row, label in zip(rows, ["rage", "Rage", "rage ", " calm", "calm", "RAGE"], strict=True):
+        row["label"] = label
+    _write_manifest(small_corpus / "variants.csv", rows)
+    dataset, report = load_corpus(small_corpus / "variants.csv", cache_dir=small_corpus / "cache", return_report=True)
+    assert dataset.features["label"].names == ["calm", "rage"]  # not 'Rage', 'RAGE', 'rage ' or ' calm'
+    assert Counter(dataset.features["label"].int2str(dataset["label"])) == {"rage": 4, "calm": 2}
+    assert report.notes == {"label 'Rage' merged into 'rage' (same label, other case)": 1,
+                            "label 'RAGE' merged into 'rage' (same label, other case)": 1}
+    # The spelling the caller names wins over the most frequent one.
+    named = load_corpus(small_corpus / "variants.csv", label_names=["RAGE", "calm"], cache_dir=small_corpus / "cache")
+    assert named.features["label"].names == ["RAGE", "calm"] and Counter(named["label"]) == {0: 4, 1: 2}
+
+
+def test_empty_label_or_speaker_cells_are_errors_naming_the_rows(small_corpus):
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    rows[1]["label"], rows[4]["label"] = "", "  "
+    _write_manifest(small_corpus / "empty.csv", rows)
+    with pytest.raises(CorpusError, match=r"2 row\(s\) have an empty label cell \('label'\): 'line 3', 'line 6'.*"
+                                          r"Fill them in"):
+        load_corpus(small_corpus / "empty.csv", cache_dir=small_corpus / "cache")
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    rows[2]["speaker"] = ""
+    _write_manifest(small_corpus / "nospeaker.csv", rows)
+    with pytest.raises(CorpusError, match=r"1 row\(s\) have an empty speaker cell \('speaker'\): 'line 4'"):
+        load_corpus(small_corpus / "nospeaker.csv", cache_dir=small_corpus / "cache")
+
+
+def test_short_and_long_csv_rows_are_errors_naming_the_lines(small_corpus):
+    lines = (small_corpus / "manifest.csv").read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 2)[0]  # drops the speaker and take cells
+    lines[4] = lines[4] + ",surplus"
+    (small_corpus / "ragged.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusError, match=r"ragged.csv: 2 row\(s\) do not have the header's 5 cells: 'line 3', "
+                                          r"'line 5'.*quote the cell"):
+        load_corpus(small_corpus / "ragged.csv", cache_dir=small_corpus / "cache")
+
+
+def test_float_labels_are_refused_with_the_rows(small_corpus):
+    with open(small_corpus / "ratings.jsonl", "w") as handle:
+        for index in range(6):
+            handle.write(json.dumps({"path": f"clips/c{index}.wav", "text": "x", "label": 0.5 * index,
+                                     "speaker": f"s{index % 3}"}) + "\n")
+    with pytest.raises(CorpusError, match=r"label column 'label' holds numbers, not classes, e.g. 'line 1 \(0.0\)'"
+                                          r".*integer ids"):
+        load_corpus(small_corpus / "ratings.jsonl", cache_dir=small_corpus / "cache")
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_column(small_corpus):
+    text = (small_corpus / "manifest.csv").read_text()
+    (small_corpus / "excel.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    dataset = load_corpus(small_corpus / "excel.csv", cache_dir=small_corpus / "cache")
+    assert len(dataset) == 6 and "audio" in dataset.column_names  # the first column is 'path', found
+
+
+def test_exact_duplicate_rows_are_kept_and_listed(small_corpus):
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    rows.append(dict(rows[1]))
+    rows.append(dict(rows[1]))
+    rows.append({**rows[2], "text": "another transcript"})  # same audio, other text: not an exact duplicate
+    _write_manifest(small_corpus / "dupes.csv", rows)
+    dataset, report = load_corpus(small_corpus / "dupes.csv", cache_dir=small_corpus / "cache", return_report=True)
+    assert len(dataset) == 9
+    assert report.duplicates == [["line 3", "line 8", "line 9"]]
+    assert report.notes["exact duplicate rows (kept)"] == 2
+    assert "exact duplicate rows (kept): 2" in report.summary()
+
+
+def test_manifest_paths_relative_absolute_dotdot_and_symlinked(small_corpus, tmp_path_factory):
+    """A local manifest is trusted: every way of pointing at a file works, in CSV, TSV and JSONL alike."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "far.wav").write_bytes((small_corpus / "clips" / "c4.wav").read_bytes())
+    (small_corpus / "linked").symlink_to(small_corpus / "clips", target_is_directory=True)
+    rows = list(csv.DictReader(open(small_corpus / "manifest.csv")))
+    rows[0]["path"] = str(small_corpus / "clips" / "c0.wav")  # absolute
+    rows[1]["path"] = "../" + small_corpus.name + "/clips/c1.wav"  # climbs out and back in
+    rows[2]["path"] = "linked/c2.wav"  # through a symlinked folder
+    rows[4]["path"] = str(Path("..") / elsewhere.relative_to(small_corpus.parent) / "far.wav")  # outside the root
+    _write_manifest(small_corpus / "paths.csv", rows)
+    (small_corpus / "paths.tsv").write_text(_csv_text(rows, "\t"))
+    with open(small_corpus / "paths.jsonl", "w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    reference = load_corpus(small_corpus / "manifest.csv", cache_dir=small_corpus / "cache")
+    for name in ("paths.csv", "paths.tsv", "paths.jsonl"):
+        dataset = load_corpus(small_corpus / name, cache_dir=small_corpus / "cache")
+        assert dataset["duration"] == pytest.approx(reference["duration"]), name
+        assert dataset[2]["audio"]["path"] == str((small_corpus / "clips" / "c2.wav").resolve())  # symlink followed
+        assert dataset[4]["audio"]["path"] == str((elsewhere / "far.wav").resolve())
+        for row, expected in zip(dataset, reference, strict=True):
+            np.testing.assert_array_equal(load_audio(row["audio"]), load_audio(expected["audio"]))
+
+
+def test_nemo_manifest(small_corpus):
+    with open(small_corpus / "nemo.jsonl", "w") as handle:
+        for index in range(6):
+            handle.write(json.dumps({"audio_filepath": str(small_corpus / "clips" / f"c{index}.wav"),
+                                     "text": f"sentence {index}", "duration": 0.2 + 0.1 * index,
+                                     "label": ["calm", "joy", "rage"][index % 3], "speaker": f"s{index % 3}"}) + "\n")
+    dataset = load_corpus(small_corpus / "nemo.jsonl", cache_dir=small_corpus / "cache")
+    assert dataset["text"] == [f"sentence {i}" for i in range(6)]
+    assert dataset["duration"] == pytest.approx([0.2 + 0.1 * i for i in range(6)])
+    assert len(load_audio(dataset[3]["audio"])) == pytest.approx(0.5 * 16000, abs=2)
+
+
+def test_saved_dataset_dict_keeps_its_splits(small_corpus, tmp_path):
+    clips = sorted((small_corpus / "clips").glob("c*.wav"))
+    parts = {}
+    for split, indices in (("train", [0, 1, 2, 3]), ("valid", [4]), ("test", [5])):
+        parts[split] = datasets.Dataset.from_dict({
+            "audio": [str(clips[i]) for i in indices], "text": [f"t{i}" for i in indices],
+            "label": [i % 2 for i in indices], "speaker": [f"s{i}" for i in indices],
+        }).cast_column("label", datasets.ClassLabel(names=["calm", "joy"]))
+    datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "saved"))
+    dataset = load_corpus(tmp_path / "saved", cache_dir=small_corpus / "cache")
+    assert dataset["split"] == ["train"] * 4 + ["validation", "test"]
+    assert dataset["text"] == [f"t{i}" for i in range(6)]
+    assert dataset["duration"] == pytest.approx([0.2 + 0.1 * i for i in range(6)], abs=1e-4)
 
 
 # ------------------------------------------------------------------------------ real data in ../shared

@@ -173,3 +173,25 @@ def test_train_fold_trains_on_cached_states_and_later_rows_reuse_them(tmp_path, 
                                     feature_cache_dir=str(tmp_path / "feature_cache"))
     experiment_module.train_fold(ModelArguments(), data_args, other_run, splits, list(range(4)), tmp_path / "again")
     assert calls == [] and not (tmp_path / "other_run" / "feature_cache").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_shard_is_named_dropped_and_re_encoded(tmp_path, processor, caplog, damage):
+    model = frozen_model()
+    FeatureCache(model, processor, tmp_path, max_audio_seconds=MAX_SECONDS).prepare(corpus())
+    (shard,) = (tmp_path / "audio").glob("*/shard-*.arrow")
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with caplog.at_level("WARNING", logger="modeling_mer.training.feature_cache"):
+        cache = FeatureCache(model, processor, tmp_path, max_audio_seconds=MAX_SECONDS)
+    assert f"Feature cache shard {shard} is unreadable" in caplog.text and "encoded again" in caplog.text
+    assert not shard.exists()
+    prepared = cache.prepare(corpus())
+    assert cache.encoded == {"text": 0, "audio": 12}  # only what the damaged shard held
+    # The re-encoded states serve a batch exactly like a fresh cache's.
+    fresh = FeatureCache(model, processor, tmp_path / "fresh", max_audio_seconds=MAX_SECONDS)
+    fresh_data = fresh.prepare(corpus())
+    rows = [0, 5, 11]
+    again = cache.data_collator(training=False)([prepared[i] for i in rows])
+    expected = fresh.data_collator(training=False)([fresh_data[i] for i in rows])
+    torch.testing.assert_close(again["audio_encoder_states"], expected["audio_encoder_states"])

@@ -23,9 +23,10 @@ def test_metadata_parses(tmp_path):
     assert data.library_name == "transformers"
     assert data.license == "apache-2.0"
     assert {"multimodal", "speech-emotion-recognition", "emotion-recognition"} <= set(data.tags)
-    assert data.datasets == ["IEMOCAP"]
+    assert data.datasets is None  # "IEMOCAP" is no Hub repo id: named in the text only
     assert data.metrics == ["accuracy", "recall"]
     assert data.base_model == ["FacebookAI/roberta-base", "facebook/wav2vec2-base"]
+    assert hub_metadata_problems(path) == []
 
 
 def test_body_has_table_snippets_and_citation(tmp_path):
@@ -77,3 +78,55 @@ def test_hub_reads_the_card(hub_endpoint, tmp_path):
     )
     info = api.model_info("test-user/card")
     assert info.pipeline_tag == "audio-classification" and "speech-emotion-recognition" in info.tags
+
+
+def hub_metadata_problems(path):
+    """What huggingface_hub's own offline checks find wrong in a card's metadata: it must parse into
+    ModelCardData, and every base_model / datasets entry must be a valid `owner/name` repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    data = ModelCard.load(path).data
+    problems = []
+    for field in ("base_model", "datasets"):
+        values = getattr(data, field, None)
+        for value in [values] if isinstance(values, str) else values or []:
+            try:
+                validate_repo_id(value)
+                if "/" not in value:
+                    problems.append(f"{field}: {value!r} has no owner/")
+            except HFValidationError as err:
+                problems.append(f"{field}: {value!r} ({err})")
+    return problems
+
+
+def test_metadata_keeps_only_repo_ids(tmp_path):
+    """Display names, aliases and local paths stay in the text but never reach the Hub-linked metadata."""
+    path = write_model_card(tmp_path, **{**KWARGS, "base_model_text": "sentence-transformers/all-MiniLM-L6-v2",
+                                         "base_model_audio": "randomly initialised small wav2vec2",
+                                         "dataset_name": str(tmp_path)})
+    card = ModelCard.load(path)
+    assert card.data.base_model == ["sentence-transformers/all-MiniLM-L6-v2"]
+    assert card.data.datasets is None and "datasets:" not in path.read_text().split("---")[1]
+    assert "randomly initialised small wav2vec2" in card.text
+    assert hub_metadata_problems(path) == []
+    with_dataset = write_model_card(tmp_path / "b", **{**KWARGS, "dataset_name": "someone/ravdess"})
+    assert ModelCard.load(with_dataset).data.datasets == ["someone/ravdess"]
+
+
+def test_every_card_the_experiment_writes_passes_the_hub_checks(tmp_path):
+    """experiment.save_model's card for the demo defaults (minilm alias, no speech checkpoint, demo corpus)."""
+    from types import SimpleNamespace
+
+    from modeling_mer.training import experiment
+
+    class Saver:
+        def save_pretrained(self, folder):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    final = (SimpleNamespace(model=Saver()), Saver())
+    model_args = SimpleNamespace(text_model="minilm", audio_model=None)
+    experiment.save_model(final, model_args, SimpleNamespace(corpus="demo"), "speaker split", TABLE,
+                          ["neutral", "happy"], tmp_path / "model")
+    path = tmp_path / "model" / "README.md"
+    assert hub_metadata_problems(path) == []
+    assert ModelCard.load(path).data.base_model == ["sentence-transformers/all-MiniLM-L6-v2"]

@@ -261,3 +261,12 @@ def test_missing_modality_is_refused(processor):
     batch = random_batch(processor)
     with pytest.raises(ValueError, match="needs `input_values`"):
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+def test_label2id_contradicting_id2label_is_refused():
+    with pytest.raises(ValueError, match=r"label2id=.*contradicts id2label.*'sad': 0.*Pass only id2label"):
+        tiny_config(id2label={0: "happy", 1: "sad"}, label2id={"happy": 1, "sad": 0})
+    with pytest.raises(ValueError, match=r"contradicts id2label.*missing names: \['sad'\]"):
+        tiny_config(id2label={0: "happy", 1: "sad"}, label2id={"happy": 0})
+    config = tiny_config(id2label={0: "happy", 1: "sad"}, label2id={"happy": 0, "sad": 1})
+    assert config.label2id == {"happy": 0, "sad": 1}

@@ -1,6 +1,7 @@
 """MERTrainer and the experiment runner on tiny models: loss modes, accumulation, CV artefacts, no test-fold leakage."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -275,3 +276,186 @@ def test_a_test_split_that_cannot_be_collated_fails_before_any_training_step(tmp
     with pytest.raises(ValueError, match=r"Before training: the first test batch fails \(item \d+ \(s3F0\).*NaN/inf.*final test"):
         experiment_module.run(ModelArguments(), DataArguments(cv="none"), training_args(tmp_path))
     assert not trained
+
+
+# --- an existing run is never replaced silently -----------------------------------------------------------------
+
+def _tiny_run(tmp_path, monkeypatch, **overrides):
+    monkeypatch.setattr(experiment_module, "build_model", lambda model_args, label_names: (
+        MERForSequenceClassification(tiny_config(id2label=dict(enumerate(label_names)))), tiny_processor()))
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (synthetic_corpus(sessions=(1, 2)),
+                                                                           list(LABELS)))
+    return experiment_module.run(ModelArguments(), DataArguments(), training_args(tmp_path, max_steps=1, **overrides))
+
+
+def _snapshot(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+            and "feature_cache" not in path.parts}
+
+
+def test_a_finished_run_is_never_overwritten_without_asking(tmp_path, monkeypatch):
+    _tiny_run(tmp_path, monkeypatch)
+    output = tmp_path / "run"
+    before = _snapshot(output)
+    assert Path("results.json") in before and Path("model/model.safetensors") in before
+    with pytest.raises(FileExistsError, match=r"--output_dir '.*run' already holds a run \(.*results.json.*"
+                                              r"--resume_from_checkpoint last.*--overwrite_output_dir true"):
+        _tiny_run(tmp_path, monkeypatch, seed=1, learning_rate=5e-3)
+    assert _snapshot(output) == before  # byte-identical: weights, results, plots and fold folders
+    # Continuing is still allowed: the finished fold is reloaded and re-tested, not trained.
+    _tiny_run(tmp_path, monkeypatch, resume_from_checkpoint="last")
+    assert json.loads((output / "results.json").read_text()) == json.loads(before[Path("results.json")])
+    # Asked explicitly: replaced.
+    _tiny_run(tmp_path, monkeypatch, seed=1, learning_rate=5e-3, overwrite_output_dir=True)
+    assert (output / "model" / "model.safetensors").read_bytes() != before[Path("model/model.safetensors")]
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "run").write_text("notes")
+    with pytest.raises(NotADirectoryError, match=r"--output_dir '.*run' is an existing file, not a folder"):
+        _tiny_run(tmp_path, monkeypatch)
+    assert (tmp_path / "run").read_text() == "notes"
+
+
+def test_ctrl_c_in_train_py_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    import train
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--output_dir", str(tmp_path / "x"), "--use_cpu", "true"])
+    assert exit_info.value.code == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Interrupted" in lines[0] and "--resume_from_checkpoint last" in lines[0]
+
+
+def test_clips_shorter_than_the_receptive_field_fail_before_training_naming_the_file(tmp_path, monkeypatch):
+    corpus = synthetic_corpus(sessions=(1, 2))
+    durations = list(corpus["duration"])
+    durations[5] = 0.02  # 320 samples: below the default small speech encoder's 400
+    corpus = corpus.remove_columns("duration").add_column("duration", durations)
+    corpus = corpus.map(lambda row, index: {"id": "tiny_clip" if index == 5 else row["id"]}, with_indices=True)
+
+    def no_model(*_):
+        raise AssertionError("a model was built before the durations were checked")
+
+    monkeypatch.setattr(experiment_module, "build_model", no_model)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    with pytest.raises(ValueError, match=r"1 clip\(s\) are shorter than the speech encoder's receptive field \(400 "
+                                         r"samples = 25.0 ms\).*'tiny_clip \(0.0200 s\)'.*Remove them"):
+        experiment_module.run(ModelArguments(), DataArguments(), training_args(tmp_path))
+    experiment_module.check_durations(corpus, {"text"}, 400)  # text-only training never reads the audio
+
+
+# --- every corpus shape through train.py, end to end -------------------------------------------------------------
+
+SHAPE_SPEAKERS, SHAPE_LABELS, SHAPE_TAKES = 4, ("calm", "angry"), 2
+TINY_TRAIN = ["--d_model", "16", "--num_crossmodal_layers", "1", "--num_attention_heads", "2",
+              "--freeze_text_encoder", "true", "--triplet_weight", "0", "--max_steps", "2",
+              "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--warmup_steps", "0",
+              "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+              "--logging_steps", "1", "--num_speaker_folds", str(SHAPE_SPEAKERS), "--use_cpu", "true",
+              "--disable_tqdm", "true", "--report_to", "none", "--seed", "0"]
+
+
+def shape_rows(root, folder="clips"):
+    """4 speakers x 2 labels x 2 takes, each clip a tone of its own (0.3 s): rows with paths relative to root."""
+    import soundfile
+
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for speaker in range(SHAPE_SPEAKERS):
+        for position, label in enumerate(SHAPE_LABELS):
+            for take in range(SHAPE_TAKES):
+                name = f"{folder}/s{speaker}_{label}_{take}.wav"
+                t = np.arange(4800) / 16000
+                tone = 200 + 20 * speaker + 7 * take + 300 * position
+                soundfile.write(root / name, (0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32), 16000)
+                rows.append({"path": name, "text": f"i feel {label} now, take {take}", "label": label,
+                             "speaker": f"s{speaker}", "duration": 0.3})
+    return rows
+
+
+def write_table(path, rows, delimiter=","):
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def corpus_shape(root, shape):
+    """(corpus argument for train.py, extra flags) for one way a user may hand over a corpus."""
+    rows = shape_rows(root)
+    if shape == "csv_mixed_paths":  # relative, absolute, '..' and through a symlinked folder, in one manifest
+        (root / "linked").symlink_to(root / "clips", target_is_directory=True)
+        (root / "meta").mkdir()
+        for index, row in enumerate(rows):
+            kind = index % 4
+            row["path"] = {0: "../" + row["path"], 1: str(root / row["path"]),
+                           2: "../linked/" + Path(row["path"]).name, 3: "../clips/./" + Path(row["path"]).name}[kind]
+        return write_table(root / "meta" / "corpus.csv", rows), []
+    if shape == "tsv":
+        return write_table(root / "corpus.tsv", rows, "\t"), []
+    if shape == "nemo_jsonl":
+        with open(root / "nemo.jsonl", "w") as handle:
+            for row in rows:
+                handle.write(json.dumps({"audio_filepath": str(root / row["path"]), "text": row["text"],
+                                         "duration": row["duration"], "label": row["label"],
+                                         "speaker": row["speaker"]}) + "\n")
+        return root / "nemo.jsonl", []
+    if shape == "audiofolder":
+        for row in rows:
+            row["file_name"] = Path(row.pop("path")).name
+        write_table(root / "clips" / "metadata.csv", [{"file_name": r["file_name"], **r} for r in rows])
+        return root / "clips", []
+    if shape == "text_only":
+        return write_table(root / "text.csv", [{k: v for k, v in r.items() if k not in ("path", "duration")}
+                                               for r in rows]), ["--modalities", "text"]
+    if shape == "audio_only":
+        return write_table(root / "audio.csv", [{k: v for k, v in r.items() if k != "text"} for r in rows]), \
+            ["--modalities", "audio"]
+    columns = {"audio": [str(root / r["path"]) for r in rows], "text": [r["text"] for r in rows],
+               "label": [SHAPE_LABELS.index(r["label"]) for r in rows], "speaker": [r["speaker"] for r in rows]}
+    features = datasets.Features({"audio": datasets.Audio(sampling_rate=16000), "text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(SHAPE_LABELS)),
+                                  "speaker": datasets.Value("string")})
+    whole = datasets.Dataset.from_dict(columns).cast(features)
+    if shape == "saved_dataset":
+        whole.save_to_disk(str(root / "saved"))
+        return root / "saved", []
+    assert shape == "saved_dataset_dict"  # ready-made splits, by speaker: used as given with --cv none
+    speakers = np.asarray(columns["speaker"])
+    splits = {name: whole.select(np.flatnonzero(np.isin(speakers, group)).tolist())
+              for name, group in (("train", ["s0", "s1"]), ("validation", ["s2"]), ("test", ["s3"]))}
+    datasets.DatasetDict(splits).save_to_disk(str(root / "saved_dict"))
+    return root / "saved_dict", ["--cv", "none"]
+
+
+@pytest.mark.parametrize("shape", ["csv_mixed_paths", "tsv", "nemo_jsonl", "audiofolder", "text_only", "audio_only",
+                                   "saved_dataset", "saved_dataset_dict"])
+def test_every_corpus_shape_trains_evaluates_tests_and_saves_through_train_py(tmp_path, shape):
+    from test_model_card import hub_metadata_problems
+
+    import train
+
+    corpus, extra = corpus_shape(tmp_path / "corpus", shape)
+    output = tmp_path / "out"
+    train.main(["--corpus", str(corpus), "--output_dir", str(output), *TINY_TRAIN, *extra])
+    results = json.loads((output / "results.json").read_text())
+    (fold,) = results["folds"]["full model"].values()
+    assert results["label_names"] == sorted(SHAPE_LABELS) and 0 <= fold["ua"] <= 1
+    assert sum(sum(row) for row in fold["confusion_matrix"]) == SHAPE_TAKES * len(SHAPE_LABELS)  # one test speaker
+    (fold_dir,) = (output / "runs" / "full_model").iterdir()
+    if shape == "saved_dataset_dict":
+        assert fold_dir.name == "fold_given"
+    state = json.loads((fold_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert any("eval_ua" in entry for entry in state["log_history"])  # at least one evaluation ran
+    model = MERForSequenceClassification.from_pretrained(output / "model")
+    assert model.config.id2label == dict(enumerate(sorted(SHAPE_LABELS)))
+    assert model.config.modalities == {"text_only": ("text",), "audio_only": ("audio",)}.get(shape, ("text", "audio"))
+    assert hub_metadata_problems(output / "model" / "README.md") == []

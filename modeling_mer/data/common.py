@@ -44,6 +44,7 @@ class LoadReport:
     dropped: dict = field(default_factory=dict)  # reason -> count
     dropped_examples: dict = field(default_factory=dict)  # reason -> first few ids/paths
     notes: dict = field(default_factory=dict)  # quirks handled without dropping anything -> count
+    duplicates: list = field(default_factory=list)  # groups of identical rows (kept), by location
 
     def drop(self, reason: str, item: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -111,10 +112,13 @@ def audio_duration(path_or_bytes, name: str) -> float:
 
 
 def read_text_file(path: Path, report: LoadReport) -> str:
-    """UTF-8, falling back to cp1252 (IEMOCAP and MELD both contain stray Windows-1252 bytes)."""
+    """UTF-8, falling back to cp1252 (IEMOCAP and MELD both contain stray Windows-1252 bytes).
+
+    utf-8-sig: a byte-order mark (Excel's "CSV UTF-8" writes one) is dropped instead of becoming part of the
+    first column's name, which would then not be found."""
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         report.note("files with non-UTF-8 bytes (read as cp1252)")
         return raw.decode("cp1252", errors="replace")

@@ -5,6 +5,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from ..configuration_mer import MERConfig
@@ -119,3 +120,8 @@ class MERTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = "group_by_length"  # batches of similar duration: little padding
     length_column_name: str = "duration"
     dataloader_num_workers: int = 0
+    # Pinned memory only speeds up copies to an accelerator; on a CPU-only machine torch warns every epoch.
+    dataloader_pin_memory: bool = torch.accelerator.is_available()
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow a run into an --output_dir that already holds a run's results or fold folders (they are "
+                "replaced). Without it such a folder is refused; --resume_from_checkpoint last continues it."})

@@ -6,14 +6,18 @@ import json
 import logging
 from pathlib import Path
 
+import datasets
 import numpy as np
 from transformers import AutoTokenizer, EarlyStoppingCallback, Wav2Vec2Config, Wav2Vec2FeatureExtractor
 from transformers.trainer_utils import set_seed
 
-from ..configuration_mer import MERConfig
+from ..configuration_mer import SAMPLING_RATE, MERConfig
 from ..data import leave_one_session_out, leave_speakers_out, load_corpus, load_iemocap
 from ..data.collator import MERDataCollator
+from ..data.common import first_few
 from ..data.demo import load_demo
+from ..data.folds import check_fold
+from ..encoders_mer import receptive_field
 from ..modeling_mer import MERForSequenceClassification
 from ..processing_mer import MERProcessor
 from .feature_cache import FeatureCache
@@ -102,7 +106,8 @@ def load_data(data_args):
     elif data_args.corpus == "iemocap":
         dataset = load_iemocap(data_args.corpus_path, protocol=data_args.protocol)
     else:
-        dataset = load_corpus(data_args.corpus, label_names=label_names)
+        # text_column "auto": a corpus without transcripts loads audio-only (then --modalities audio trains it).
+        dataset = load_corpus(data_args.corpus, label_names=label_names, text_column="auto")
     names = dataset.features["label"].names
     if label_names and list(label_names) != list(names):
         raise ValueError(f"--class_names {label_names} do not match the data's classes {names}.")
@@ -123,12 +128,27 @@ def check_transcripts(dataset, modalities):
                          "those utterances from the corpus, or train audio-only with --modalities audio.")
 
 
+def given_splits(dataset):
+    """A corpus that came with train/validation/test splits (a saved DatasetDict), used exactly as given."""
+    names = dataset["split"]
+    parts = {name: [i for i, split in enumerate(names) if split == name] for name in ("train", "validation", "test")}
+    absent = [name for name, indices in parts.items() if not indices]
+    if absent:
+        raise ValueError(f"The corpus's own splits lack {absent} (it has {sorted(set(names))}); training needs train, "
+                         "validation (model selection) and test. Add the split, or pass --cv speakers to make "
+                         "speaker-independent folds instead.")
+    check_fold(dataset, parts, "the corpus's own splits")
+    return {"given": datasets.DatasetDict({name: dataset.select(indices) for name, indices in parts.items()})}
+
+
 def make_folds(dataset, data_args):
-    if data_args.cv == "speakers" or "session" not in dataset.column_names:
+    if data_args.cv == "none" and "split" in dataset.column_names:
+        folds = given_splits(dataset)
+    elif data_args.cv == "speakers" or "session" not in dataset.column_names:
         folds = leave_speakers_out(dataset, n_folds=data_args.num_speaker_folds)
     else:
         folds = leave_one_session_out(dataset)
-    if data_args.cv == "none":
+    if data_args.cv == "none" and "given" not in folds:
         last = list(folds)[-1]
         folds = {last: folds[last]}
     if data_args.folds:
@@ -264,14 +284,96 @@ def markdown_table(results, summary):
     return "\n".join(lines)
 
 
+def check_output_dir(training_args):
+    """A finished (or half-finished) run is never replaced unless asked: its weights, results and plots are work."""
+    output_dir = Path(training_args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {str(output_dir)!r} is an existing file, not a folder. Pass a folder "
+                                 "path (it is created if missing), or move that file away.")
+    if training_args.resume_from_checkpoint is not None or training_args.overwrite_output_dir:
+        return  # continuing that run, or the user asked to replace it
+    previous = [path for path in (output_dir / "results.json", output_dir / "model") if path.exists()]
+    runs = output_dir / "runs"
+    if runs.is_dir():
+        previous += sorted(path for path in runs.glob("*/fold_*/*")
+                           if path.name in ("fold_result.json", "model.safetensors") or path.name.startswith("checkpoint-"))
+    if previous:
+        raise FileExistsError(
+            f"--output_dir {str(output_dir)!r} already holds a run ({first_few([str(p) for p in previous], 3)}); "
+            "training into it would replace its weights, results and plots. Continue it with "
+            "--resume_from_checkpoint last, replace it with --overwrite_output_dir true, or pick another --output_dir."
+        )
+
+
+def check_corpus_fits(dataset, modalities):
+    """A modality the corpus cannot feed fails here, not in the first batch."""
+    if "audio" in modalities and "audio" not in dataset.column_names:
+        raise ValueError(f"The corpus has no audio column (a text-only corpus; columns: {dataset.column_names}), but "
+                         f"the model uses audio (modalities {sorted(modalities)}). Train with --modalities text "
+                         "(and without --ablation), or give the manifest a column with the audio paths.")
+
+
+def speech_receptive_field(model_args):
+    """Fewest samples the speech encoder that will be trained can frame, read from its config alone."""
+    from transformers import AutoConfig
+
+    if model_args.init_from:
+        audio_config = AutoConfig.from_pretrained(model_args.init_from).audio_config
+    elif model_args.audio_model:
+        audio_config = AutoConfig.from_pretrained(model_args.audio_model)
+    else:
+        audio_config = Wav2Vec2Config(**SMALL_SPEECH_ENCODER)
+    return receptive_field(audio_config)
+
+
+def check_durations(dataset, modalities, min_samples):
+    """Clips the speech encoder cannot frame fail here, named, and not steps into training at a batch position."""
+    if "audio" not in modalities or "duration" not in dataset.column_names:
+        return
+    durations = np.asarray(dataset["duration"], dtype=float)
+    short = np.flatnonzero(durations * SAMPLING_RATE < min_samples)
+    if len(short):
+        subset = dataset.select(short.tolist())
+        ids = subset["id"] if "id" in subset.column_names else [f"row {index}" for index in short.tolist()]
+        named = [f"{(item or {}).get('path') or name} ({durations[index]:.4f} s)"
+                 for index, item, name in zip(short.tolist(), subset["audio"], ids, strict=True)]
+        raise ValueError(
+            f"{len(short)} clip(s) are shorter than the speech encoder's receptive field ({min_samples} samples = "
+            f"{1000 * min_samples / SAMPLING_RATE:.1f} ms), so it gives them no frame: {first_few(named)}. Remove "
+            "them from the corpus (or pad them with silence), or train --modalities text."
+        )
+
+
+def choose_length_column(dataset, training_args):
+    """group_by_length needs a length per row; a corpus without `duration` (text-only) groups by text length.
+
+    Decided here, before training: otherwise transformers' evaluation sampler looks for the column at the first
+    evaluation and fails ("Can only automatically infer lengths...")."""
+    column = training_args.length_column_name
+    if training_args.train_sampling_strategy != "group_by_length" or column in dataset.column_names:
+        return dataset, training_args
+    if "text" in dataset.column_names:
+        logger.info("The corpus has no %r column: batches are grouped by transcript length instead.", column)
+        dataset = dataset.add_column("text_length", [len(text or "") for text in dataset["text"]])
+        return dataset, dataclasses.replace(training_args, length_column_name="text_length")
+    logger.info("The corpus has no %r column: training batches are drawn at random.", column)
+    return dataset, dataclasses.replace(training_args, train_sampling_strategy="random")
+
+
 def run(model_args, data_args, training_args):
     check_arguments(model_args, data_args, training_args)
+    check_output_dir(training_args)
     dataset, label_names = load_data(data_args)
-    folds = make_folds(dataset, data_args)
     rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
     row_args = {row: dataclasses.replace(model_args, **overrides) for row, overrides in rows.items()}
+    modalities = {modality for args in row_args.values() for modality in args.modality_tuple}
+    check_corpus_fits(dataset, modalities)
+    check_transcripts(dataset, modalities)
+    if "audio" in modalities:
+        check_durations(dataset, modalities, speech_receptive_field(model_args))
+    dataset, training_args = choose_length_column(dataset, training_args)
+    folds = make_folds(dataset, data_args)
     check_resume_value(training_args.resume_from_checkpoint, runs=len(rows) * len(folds))
-    check_transcripts(dataset, {modality for args in row_args.values() for modality in args.modality_tuple})
     output_dir = Path(training_args.output_dir)
     # Every fold of every row before any training: resuming one trained with other settings fails now, not hours in.
     for row, args in row_args.items():
@@ -324,11 +426,16 @@ def describe_protocol(data_args, folds):
             "only for the reported numbers")
 
 
+TEXT_MODEL_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
 def save_model(final, model_args, data_args, protocol, table, label_names, folder):
     trainer, processor = final
     trainer.model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    card = dict(base_model_text=model_args.text_model, base_model_audio=model_args.audio_model or
+    # The card's metadata wants Hub ids: the "minilm" alias names the repo its offline weights come from.
+    text_model = TEXT_MODEL_HUB_IDS.get(model_args.text_model, model_args.text_model)
+    card = dict(base_model_text=text_model, base_model_audio=model_args.audio_model or
                 "randomly initialised small wav2vec2", dataset_name=data_args.corpus, protocol=protocol,
                 metrics_table_markdown=table, label_names=label_names)
     write_model_card(folder, **card)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 import transformers
 from datasets.arrow_writer import ArrowWriter
@@ -98,8 +99,17 @@ class StateStore:
 
     def _add_shard(self, path):
         self.paths.add(path)
-        shard = datasets.Dataset.from_file(str(path)).with_format("numpy")
-        for row, key in enumerate(shard["key"]):
+        try:
+            shard = datasets.Dataset.from_file(str(path)).with_format("numpy")
+            keys = shard["key"]
+        except (OSError, ValueError, pa.ArrowException) as err:
+            # A shard is renamed into place only when complete, so this is damage from outside (a full disk, a
+            # copy cut short, a stray edit). Its rows are simply not indexed: prepare() encodes them again.
+            logger.warning("Feature cache shard %s is unreadable (%s: %s); deleting it, its utterances will be "
+                           "encoded again.", path, type(err).__name__, err)
+            Path(path).unlink(missing_ok=True)
+            return
+        for row, key in enumerate(keys):
             self.index.setdefault(str(key), (len(self.shards), row))
         self.shards.append(shard.select_columns(["states"]))
 

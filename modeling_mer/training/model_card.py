@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..configuration_mer import TASK
 
@@ -84,6 +85,21 @@ print(model.config.id2label[int(logits.argmax(-1))])
 """
 
 
+def hub_repo_id(name: str | None) -> str | None:
+    """`name` if it can stand in the card's `base_model` / `datasets` metadata, else None.
+
+    The Hub links those fields to repositories, so they must be `owner/name` ids: a display name ("randomly
+    initialised small wav2vec2"), a short alias ("demo", "minilm") or a local path would be a dead link (or
+    fail the Hub's metadata check). Such names still appear in the card's text."""
+    if not name or "/" not in name or os.path.exists(name) or name.startswith((".", "/", "~")):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
 def write_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -111,10 +127,11 @@ def write_model_card(
         library_name="transformers",
         pipeline_tag="audio-classification",  # the closest Hub task; the custom pipeline is `TASK`
         tags=["multimodal", "speech-emotion-recognition", "emotion-recognition", "audio", "text", TASK],
-        datasets=[dataset_name],
+        # Only real repo ids (see hub_repo_id); an empty list would be written as `[]`, so None leaves the key out.
+        datasets=[hub_repo_id(dataset_name)] if hub_repo_id(dataset_name) else None,
         # Hub metric ids: WA is "accuracy"; UA (mean per-class recall) is macro "recall".
         metrics=["accuracy", "recall"],
-        base_model=[base_model_text, base_model_audio],
+        base_model=[name for name in (base_model_text, base_model_audio) if hub_repo_id(name)] or None,
     )
     repo = repo_id or "your-username/mer-model"
     title = repo_id.split("/")[-1] if repo_id else "Multimodal speech emotion recognition"
