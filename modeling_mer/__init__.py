@@ -1,7 +1,10 @@
 """mer: multimodal (speech + text) emotion recognition with focus-attention crossmodal transformers.
 
-The files next to this one are what a Hub checkpoint carries (flat, linked by `from .x import Y`); this
-`__init__` only re-exports them and registers the classes with the Auto factories for local use.
+The `*_mer.py` files beside this one are what a Hub checkpoint carries: flat, importing only torch,
+transformers, numpy and the standard library, linked by `from .x import Y`. What never ships lives apart:
+`data/` (corpora, folds, collator, samplers), `training/` (arguments, Trainer, cache, cross-validation,
+reports) and `cli.py` (console scripts). This `__init__` re-exports the shipped classes and registers them
+with the Auto factories for local use.
 """
 
 from transformers import (
