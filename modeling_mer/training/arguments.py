@@ -20,6 +20,11 @@ class ModelArguments:
     use_focus_attention: bool = True
     use_prosody_branch: bool = True
     focus_source: str = "query"
+    focus_centre_prior: str = field(default="diagonal", metadata={
+        "help": "'diagonal': focus centres start at each position's relative place in its sequence and learn "
+                "offsets; 'none': the paper's form, whose centres stay at L/2 (NOTES_focus.md)."})
+    focus_initial_width: float = field(default=0.1, metadata={
+        "help": "Initial focus width as a fraction of the other sequence's length; 0.5 is the paper's form."})
     d_model: int = 128
     num_crossmodal_layers: int = 4
     num_attention_heads: int = 4

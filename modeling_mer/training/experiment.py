@@ -17,6 +17,7 @@ from ..data.demo import load_demo
 from ..modeling_mer import MERForSequenceClassification
 from ..processing_mer import MERProcessor
 from .feature_cache import FeatureCache
+from .focus_stats import FocusStatsCallback
 from .hub import push_model_to_hub
 from .metrics import compute_emotion_metrics
 from .model_card import write_model_card
@@ -68,7 +69,8 @@ def config_overrides(model_args):
                 freeze_feature_encoder=model_args.freeze_feature_encoder,
                 freeze_audio_encoder=model_args.freeze_audio_encoder,
                 freeze_text_encoder=model_args.freeze_text_encoder,
-                use_weighted_layer_sum=model_args.use_weighted_layer_sum)
+                use_weighted_layer_sum=model_args.use_weighted_layer_sum,
+                focus_centre_prior=model_args.focus_centre_prior, focus_initial_width=model_args.focus_initial_width)
 
 
 def check_arguments(model_args, data_args, training_args):
@@ -175,7 +177,7 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         model, processor = build_model(model_args, label_names)
     # Fold runs never push: the final model is pushed once, with its card, after all folds (see save_model).
     args = dataclasses.replace(training_args, output_dir=str(output_dir), push_to_hub=False)
-    callbacks = []
+    callbacks = [FocusStatsCallback()]  # logs where the focus looks, per layer and direction, at each evaluation
     if training_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
     if training_args.frozen_encoder_epochs > 0:
