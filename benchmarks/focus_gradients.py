@@ -12,9 +12,10 @@ crossmodal attention:
 
 and, on a validation batch after training, the focus statistics of modeling_mer.training.focus_stats plus the
 bias range (max over keys of |f_ij|, nats) and the attention entropy as a fraction of log(L_k).
-Side by side in one run, so the rows compare. About 1 s per step on 2 CPU cores:
+Side by side in one run, so the rows compare. About 1-5 s per step on a shared 2-core CPU; run it with
+OMP_NUM_THREADS=1 there (beside other jobs, a demo training step took ~30 s with two threads, ~2 s with one):
 
-    HF_HUB_OFFLINE=1 python benchmarks/focus_gradients.py --steps 60
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/focus_gradients.py --steps 40
 """
 
 import argparse
