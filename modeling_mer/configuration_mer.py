@@ -13,6 +13,9 @@ DEFAULT_TRIPLET_MARGIN = 0.3
 
 MODALITIES = (("text", "audio"), ("text",), ("audio",))
 FOCUS_SOURCES = ("query", "key")
+# "none" is the paper's centre (content only, every centre starts at L_k / 2); "diagonal" adds each position's
+# relative place in its own sequence, so centres start on the proportional alignment (NOTES_focus.md).
+FOCUS_CENTRE_PRIORS = ("none", "diagonal")
 POOLINGS = ("mean", "max")
 TRIPLET_MININGS = ("batch_hard", "batch_all", "semi_hard")
 # Encoders whose output frames come from the wav2vec2 convolutional feature encoder.
@@ -47,6 +50,13 @@ class MERConfig(PretrainedConfig):
         use_focus_attention: add the Gaussian focus bias of You et al. (2019) to crossmodal attention.
         focus_source: predict the focus centres from the `"query"` positions (default) or the `"key"` positions
             (the paper's figure feeds K into the focus block; then the bias is transposed).
+        focus_centre_prior: `"diagonal"` (default) starts each centre at its source position's relative place,
+            `L_k * sigmoid(a * logit(r_i) + u_p . c_i)` with a learned per-head gain `a`; `"none"` is the paper's
+            `L_k * sigmoid(u_p . c_i)`, whose centres stay at L_k / 2 in training.
+        focus_initial_width: focus width at initialisation as a fraction of the other sequence's valid length,
+            `sig_i = L_k * sigmoid(logit(focus_initial_width) + u_z . c_i)`. The paper's form is 0.5, a bias of at
+            most 2 nats that barely shapes attention; the default 0.1 focuses on about a word.
+            `focus_centre_prior="none", focus_initial_width=0.5` is exactly the paper's focus attention.
         use_prosody_branch: add the log-mel CNN + MFCC BiLSTM branch with guided attention on the speech side.
         num_mel_bins, num_mfcc, prosody_hidden_size, mfcc_lstm_layers: prosody branch sizes.
         use_prosody_statistics: also give the head utterance-level pitch, voicing, energy and MFCC statistics
@@ -76,6 +86,8 @@ class MERConfig(PretrainedConfig):
         embedding_dropout=0.1,
         use_focus_attention=True,
         focus_source="query",
+        focus_centre_prior="diagonal",
+        focus_initial_width=0.1,
         use_prosody_branch=True,
         num_mel_bins=64,
         num_mfcc=40,
@@ -107,6 +119,8 @@ class MERConfig(PretrainedConfig):
         self.embedding_dropout = embedding_dropout
         self.use_focus_attention = use_focus_attention
         self.focus_source = focus_source
+        self.focus_centre_prior = focus_centre_prior
+        self.focus_initial_width = focus_initial_width
         self.use_prosody_branch = use_prosody_branch
         self.num_mel_bins = num_mel_bins
         self.num_mfcc = num_mfcc
@@ -162,6 +176,12 @@ class MERConfig(PretrainedConfig):
                 fail(field, getattr(self, field), "True or False")
         if self.focus_source not in FOCUS_SOURCES:
             fail("focus_source", self.focus_source, f"one of {FOCUS_SOURCES}")
+        if self.focus_centre_prior not in FOCUS_CENTRE_PRIORS:
+            fail("focus_centre_prior", self.focus_centre_prior,
+                 f"one of {FOCUS_CENTRE_PRIORS} ('none' is the paper's form)")
+        width = self.focus_initial_width
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0.0 < width < 1.0:
+            fail("focus_initial_width", width, "a fraction of the key length in (0, 1), e.g. 0.1 (the paper's is 0.5)")
         if self.pooling not in POOLINGS:
             fail("pooling", self.pooling, f"one of {POOLINGS}")
         if self.triplet_mining not in TRIPLET_MININGS:

@@ -12,6 +12,8 @@ from torch import nn
 
 # Keeps the Gaussian's denominator away from 0 when a predicted width underflows (sigmoid -> 0).
 MIN_FOCUS_WIDTH = 1e-3
+# Keeps logit(r) finite for the relative positions r of padded (or empty) sources.
+RELATIVE_POSITION_EPS = 1e-4
 
 
 def sinusoidal_positions(length, dim, device):
@@ -44,15 +46,27 @@ class FocusAttention(nn.Module):
         attn  = softmax(Q K^T / sqrt(d_k) + f + key padding mask) V
     With `focus_source="key"` the centres are predicted from each key over the query positions and the bias
     is transposed (the paper writes f^T and its figure feeds K into the focus block).
+
+    Two departures from the paper, each off at its paper value (`centre_prior="none"`, `initial_width=0.5`):
+        mu_i  = L_k * sigmoid(a_h * logit(r_i) + u_p . c_i)      centre_prior="diagonal"
+        sig_i = L_k * sigmoid(logit(initial_width) + u_z . c_i)
+    r_i = (i + 1/2) / L_q is query i's relative position and a_h a learned per-head gain (starts at 1), so the
+    centres start on the diagonal (query at 30 % of its sequence -> key at 30 %) and the content term learns
+    the offsets. In the paper's form every centre starts at L_k / 2 and the content cannot tell the queries
+    apart by their relative position (sinusoids give absolute positions), and a width of L_k / 2 makes the bias
+    span at most 2 nats, so the gradient has neither a reason nor the leverage to move it (NOTES_focus.md).
     """
 
-    def __init__(self, d_model, num_heads, dropout=0.0, use_focus=True, focus_source="query"):
+    def __init__(self, d_model, num_heads, dropout=0.0, use_focus=True, focus_source="query",
+                 centre_prior="none", initial_width=0.5):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.dropout = dropout
         self.use_focus = use_focus
         self.focus_source = focus_source
+        self.centre_prior = centre_prior
+        self.width_offset = math.log(initial_width / (1.0 - initial_width))  # logit: 0 for the paper's 0.5
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -64,6 +78,21 @@ class FocusAttention(nn.Module):
             self.focus_global = nn.Parameter(torch.empty(shape))  # W_g
             self.focus_centre = nn.Parameter(torch.empty(num_heads, self.head_dim))  # u_p
             self.focus_width = nn.Parameter(torch.empty(num_heads, self.head_dim))  # u_z
+            if centre_prior == "diagonal":
+                self.focus_diagonal_gain = nn.Parameter(torch.ones(num_heads))  # a_h
+            self.reset_focus_parameters()
+
+    def reset_focus_parameters(self, initializer_range=0.02):
+        """The model's `_init_weights` values, so that a FocusAttention built on its own is usable too."""
+        with torch.no_grad():
+            # W_q, W_g scaled so c_i starts in tanh's linear range; u_p, u_z small but non-zero so that every
+            # focus parameter gets a gradient from the first step (zeros would block W_q and W_g).
+            nn.init.normal_(self.focus_local, std=self.head_dim**-0.5)
+            nn.init.normal_(self.focus_global, std=self.head_dim**-0.5)
+            nn.init.normal_(self.focus_centre, std=initializer_range)
+            nn.init.normal_(self.focus_width, std=initializer_range)
+            if self.centre_prior == "diagonal":
+                nn.init.ones_(self.focus_diagonal_gain)
 
     def _split_heads(self, states):
         batch, length, _ = states.shape
@@ -82,8 +111,16 @@ class FocusAttention(nn.Module):
             + torch.einsum("bhd,hde->bhe", source_mean, self.focus_global)[:, :, None]
         )  # (B, H, T_s, d_h)
         valid_length = target_mask.sum(-1).to(torch.float32)[:, None, None]  # (B, 1, 1)
-        centres = valid_length * torch.sigmoid(torch.einsum("bhtd,hd->bht", context, self.focus_centre).float())
-        widths = valid_length * torch.sigmoid(torch.einsum("bhtd,hd->bht", context, self.focus_width).float())
+        centre_logits = torch.einsum("bhtd,hd->bht", context, self.focus_centre).float()  # (B, H, T_s)
+        if self.centre_prior == "diagonal":
+            # r = (rank + 1/2) / L_source from the mask itself, so padding anywhere leaves valid positions alone.
+            source_length = source_mask.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)  # (B, 1)
+            relative = (source_mask.cumsum(-1).to(torch.float32) - 0.5) / source_length  # (B, T_s)
+            relative = relative.clamp(RELATIVE_POSITION_EPS, 1.0 - RELATIVE_POSITION_EPS)
+            centre_logits = centre_logits + self.focus_diagonal_gain[:, None].float() * torch.logit(relative)[:, None]
+        centres = valid_length * torch.sigmoid(centre_logits)
+        width_logits = torch.einsum("bhtd,hd->bht", context, self.focus_width).float() + self.width_offset
+        widths = valid_length * torch.sigmoid(width_logits)
         positions = torch.arange(target_length, device=source.device, dtype=torch.float32)
         bias = -(positions - centres[..., None]).square() / (widths.clamp(min=MIN_FOCUS_WIDTH)[..., None].square() / 2)
         return bias, centres, widths
@@ -119,9 +156,11 @@ class FocusAttention(nn.Module):
 class FusionLayer(nn.Module):
     """Attention (with the focus term) -> Add & Norm -> feed-forward -> Add & Norm, as in the paper's figure."""
 
-    def __init__(self, d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source):
+    def __init__(self, d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source,
+                 centre_prior="none", initial_width=0.5):
         super().__init__()
-        self.attention = FocusAttention(d_model, num_heads, attention_dropout, use_focus, focus_source)
+        self.attention = FocusAttention(d_model, num_heads, attention_dropout, use_focus, focus_source,
+                                        centre_prior, initial_width)
         self.attention_norm = nn.LayerNorm(d_model)
         self.feed_forward = nn.Sequential(
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(hidden_dropout), nn.Linear(4 * d_model, d_model)
@@ -141,10 +180,12 @@ class FusionLayer(nn.Module):
 class CrossmodalTransformer(nn.Module):
     """D fusion layers whose queries come from one modality and keys/values from another (MulT's L->A, A->L)."""
 
-    def __init__(self, num_layers, d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source):
+    def __init__(self, num_layers, d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source,
+                 centre_prior="none", initial_width=0.5):
         super().__init__()
         self.layers = nn.ModuleList(
-            FusionLayer(d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source)
+            FusionLayer(d_model, num_heads, attention_dropout, hidden_dropout, use_focus, focus_source,
+                        centre_prior, initial_width)
             for _ in range(num_layers)
         )
 

@@ -120,6 +120,8 @@ class MERPreTrainedModel(PreTrainedModel):
             init.normal_(module.focus_global, std=module.head_dim ** -0.5)
             init.normal_(module.focus_centre, std=self.config.initializer_range)
             init.normal_(module.focus_width, std=self.config.initializer_range)
+            if module.centre_prior == "diagonal":
+                init.ones_(module.focus_diagonal_gain)  # start on the diagonal alignment
         elif isinstance(module, SpectralFeatures):
             for name, value in module.buffer_values().items():
                 init.copy_(getattr(module, name), value)
@@ -225,7 +227,8 @@ class MERModel(MERPreTrainedModel):
         def crossmodal():
             return CrossmodalTransformer(config.num_crossmodal_layers, d_model, config.num_attention_heads,
                                          config.attention_dropout, config.hidden_dropout,
-                                         config.use_focus_attention, config.focus_source)
+                                         config.use_focus_attention, config.focus_source,
+                                         config.focus_centre_prior, config.focus_initial_width)
 
         def self_attention():
             return FusionLayer(d_model, config.num_attention_heads, config.attention_dropout, config.hidden_dropout,

@@ -56,6 +56,27 @@ def test_round_trip_in_process(saved_folder):
     assert reloaded.config.id2label == model.config.id2label
 
 
+@pytest.mark.parametrize("prior,width", [("diagonal", 0.1), ("none", 0.5)])
+def test_focus_form_and_learned_gain_ship_in_the_checkpoint(tmp_path, prior, width):
+    model = MERForSequenceClassification(tiny_config(focus_centre_prior=prior, focus_initial_width=width)).eval()
+    attention = model.mer.audio_to_text.layers[0].attention
+    if prior == "diagonal":
+        with torch.no_grad():  # a trained-looking gain: a reload that re-initialised it to 1 would show
+            attention.focus_diagonal_gain.copy_(torch.tensor([0.3, 1.7]))
+    else:  # the paper's form has no gain to save
+        assert not hasattr(attention, "focus_diagonal_gain")
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["focus_centre_prior"], saved["focus_initial_width"]) == (prior, width)
+    reloaded = MERForSequenceClassification.from_pretrained(tmp_path).eval()
+    reloaded_attention = reloaded.mer.audio_to_text.layers[0].attention
+    assert (reloaded_attention.centre_prior, reloaded_attention.width_offset) == (prior, attention.width_offset)
+    batch = random_batch(tiny_processor())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch, output_attentions=True).audio_to_text_focus_centres[0],
+                                   model(**batch, output_attentions=True).audio_to_text_focus_centres[0], atol=0, rtol=0)
+
+
 FRESH_PROCESS_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
     import json, sys
     import torch
@@ -135,6 +156,10 @@ def test_from_encoders_pretrained_keeps_encoder_weights_bit_identical(tmp_path):
     ("modalities", ("video",), "modalities"),
     ("num_attention_heads", 3, "divisor of d_model"),
     ("focus_source", "values", "focus_source"),
+    ("focus_centre_prior", "linear", "focus_centre_prior.*'none' is the paper's form"),
+    ("focus_initial_width", 0.0, "focus_initial_width.*in \\(0, 1\\)"),
+    ("focus_initial_width", 1.0, "focus_initial_width"),
+    ("focus_initial_width", True, "focus_initial_width"),
     ("triplet_mining", "hardest", "triplet_mining"),
     ("triplet_weight", -1.0, "triplet_weight"),
     ("attention_dropout", 1.5, "attention_dropout"),

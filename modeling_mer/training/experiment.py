@@ -21,6 +21,7 @@ from ..encoders_mer import receptive_field
 from ..modeling_mer import MERForSequenceClassification
 from ..processing_mer import MERProcessor
 from .feature_cache import FeatureCache
+from .focus_stats import FocusStatsCallback
 from .hub import push_model_to_hub
 from .metrics import compute_emotion_metrics
 from .model_card import write_model_card
@@ -183,7 +184,7 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         model, processor = build_model(model_args, label_names)
     # Fold runs never push: the final model is pushed once, with its card, after all folds (see save_model).
     args = dataclasses.replace(training_args, output_dir=str(output_dir), push_to_hub=False)
-    callbacks = []
+    callbacks = [FocusStatsCallback()]  # logs where the focus looks, per layer and direction, at each evaluation
     if training_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
     if training_args.frozen_encoder_epochs > 0:
