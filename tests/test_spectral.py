@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_audio_config, tiny_config
 from transformers import AutoConfig, Wav2Vec2Model, audio_utils
 
+from modeling_mer.configuration_mer import SAMPLING_RATE
 from modeling_mer.encoders_mer import ProsodyBranch, receptive_field
 from modeling_mer.spectral_mer import SpectralFeatures, dct_matrix, mel_filter_bank
-from tests.tiny_models import tiny_audio_config, tiny_config
 
-SAMPLING_RATE = 16_000
 # wav2vec2-base framing: 25 ms window, 20 ms hop, next power of two for the FFT.
 WINDOW, HOP, N_FFT, MELS, MFCCS = 400, 320, 512, 64, 40
 

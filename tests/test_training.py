@@ -9,8 +9,8 @@ import torch
 from tiny_models import tiny_audio_config, tiny_config, tiny_processor, tiny_text_config
 
 from modeling_mer import MERForSequenceClassification
-from modeling_mer.training import experiment as experiment_module
 from modeling_mer.data.collator import MERDataCollator
+from modeling_mer.training import experiment as experiment_module
 from modeling_mer.training.arguments import DataArguments, MERTrainingArguments, ModelArguments
 from modeling_mer.training.trainer import MERTrainer, make_compute_metrics
 
