@@ -71,8 +71,11 @@ def main(argv=None):
     trainer.train()
 
     trainer.data_collator = MERDataCollator(processor, training=False, **collate)
-    logits, _ = trainer.predict(splits["test"]).predictions
-    metrics = compute_emotion_metrics(logits.argmax(-1), splits["test"]["label"], label_names=label_names)
+    prediction = trainer.predict(splits["test"])
+    # Score against the labels predict() returns: with group_by_length the Trainer length-groups the test set
+    # too, so its predictions are not in the dataset's order.
+    metrics = compute_emotion_metrics(prediction.predictions[0].argmax(-1), prediction.label_ids,
+                                      label_names=label_names)
     model.save_pretrained(f"{args.output_dir}/model")
     processor.save_pretrained(f"{args.output_dir}/model")
     print(json.dumps({"test": {k: v for k, v in metrics.items() if k != "confusion_matrix"},

@@ -11,23 +11,16 @@ import math
 
 import torch
 from torch import nn
-
-
-def hz_to_mel(hz):
-    # HTK mel scale
-    return 2595.0 * math.log10(1.0 + hz / 700.0)
+from transformers import audio_utils
 
 
 def mel_filter_bank(num_mel_bins, n_fft, sampling_rate, f_min=0.0, f_max=None):
-    """Triangular HTK-mel filters, shape (n_fft // 2 + 1, num_mel_bins)."""
-    f_max = f_max or sampling_rate / 2
-    fft_freqs = torch.linspace(0.0, sampling_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mel_points = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), num_mel_bins + 2, dtype=torch.float64)
-    hz_points = 700.0 * (10.0 ** (mel_points / 2595.0) - 1.0)
-    lower, centre, upper = hz_points[:-2], hz_points[1:-1], hz_points[2:]
-    rising = (fft_freqs[:, None] - lower) / (centre - lower)
-    falling = (upper - fft_freqs[:, None]) / (upper - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+    """Triangular HTK-mel filters without area normalisation (peak 1), shape (n_fft // 2 + 1, num_mel_bins)."""
+    filters = audio_utils.mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1, num_mel_filters=num_mel_bins, min_frequency=f_min,
+        max_frequency=f_max or sampling_rate / 2, sampling_rate=sampling_rate, norm=None, mel_scale="htk",
+    )
+    return torch.from_numpy(filters).float()
 
 
 def dct_matrix(num_mfcc, num_mel_bins):

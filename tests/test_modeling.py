@@ -189,12 +189,19 @@ def test_speech_branch_reproduces_stock_wav2vec2(feat_extract_norm):
     audio_config = tiny_audio_config(feat_extract_norm=feat_extract_norm,
                                      do_stable_layer_norm=feat_extract_norm == "layer")
     encoder = SpeechEncoder(tiny_config(audio_config=audio_config), audio_config).eval()
+    # The group-norm encoder must be running our MaskedGroupNorm, or this would compare stock with stock.
+    assert (encoder.first_norm is not None) == (feat_extract_norm == "group")
     stock = AutoModel.from_config(audio_config).eval()
-    assert stock.load_state_dict(encoder.model.state_dict()) is not None
     waveform = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 4000)).astype(np.float32))
+    with torch.no_grad():
+        before_loading = stock(waveform).last_hidden_state
+    # Same parameter names both ways: the masked norm is a drop-in that a stock checkpoint loads into.
+    loaded = stock.load_state_dict(encoder.model.state_dict(), strict=False)
+    assert loaded.missing_keys == [] and loaded.unexpected_keys == []
     with torch.no_grad():
         frames, frame_mask = encoder(waveform, torch.ones_like(waveform, dtype=torch.long))
         reference = stock(waveform).last_hidden_state
+    assert not torch.allclose(before_loading, reference)  # the equality below comes from the copied weights
     torch.testing.assert_close(frames, reference, atol=0, rtol=0)
     assert frame_mask.all() and frame_mask.shape == reference.shape[:2]
 
