@@ -1,6 +1,6 @@
 """First vs cached `load_iemocap` on a full-size IEMOCAP-format tree (5,531 4-class utterances).
 
-Writes the tree in a temporary folder: the per-session class counts of DESIGN.md section 4, plus
+Writes the tree in a temporary folder: the per-session class counts of docs/method.md §4, plus
 the utterances the 4-class protocol drops (fru, xxx, sur, ...: about 4,500, as in the real release),
 30 dialogs per session, tiny WAVs (50 ms). Target: the second load (a datasets cache hit) < 1 s.
 
@@ -19,7 +19,7 @@ import soundfile as sf
 
 from modeling_mer.data import load_iemocap
 
-# session -> codes: neu, hap, exc, sad, ang (DESIGN.md section 4), then codes the 4-class protocol drops.
+# session -> codes: neu, hap, exc, sad, ang (docs/method.md §4), then codes the 4-class protocol drops.
 COUNTS = {
     1: {"neu": 384, "hap": 135, "exc": 143, "sad": 194, "ang": 229},
     2: {"neu": 362, "hap": 117, "exc": 210, "sad": 197, "ang": 137},

@@ -39,7 +39,7 @@ def masked_max(states, mask):
 class FocusAttention(nn.Module):
     """Multi-head attention whose scores carry a learned Gaussian bias around a predicted focus centre.
 
-    For query i, key j of one head (DESIGN.md section 2):
+    For query i, key j of one head (docs/method.md §2):
         c_i   = tanh(W_q q_i + W_g mean_valid(q))
         mu_i  = L_k * sigmoid(u_p . c_i),  sig_i = L_k * sigmoid(u_z . c_i)
         f_ij  = -(j - mu_i)^2 / (sig_i^2 / 2)

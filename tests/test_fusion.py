@@ -1,4 +1,4 @@
-"""Focus attention against a naive loop written from DESIGN.md section 2, one head at a time."""
+"""Focus attention against a naive loop written from docs/method.md §2, one head at a time."""
 
 import math
 

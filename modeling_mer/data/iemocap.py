@@ -1,4 +1,4 @@
-"""IEMOCAP_full_release on disk -> `datasets.Dataset` (layout, quirks and protocols: DESIGN.md section 4)."""
+"""IEMOCAP_full_release on disk -> `datasets.Dataset` (layout, quirks and protocols: docs/method.md §4)."""
 
 from __future__ import annotations
 
