@@ -65,7 +65,11 @@ class MaskedGroupNorm(nn.GroupNorm):
 
     def forward(self, states):  # (B, C, T)
         lengths = self.frame_lengths
-        if lengths is None or lengths.shape[0] != states.shape[0] or bool((lengths == states.shape[-1]).all()):
+        if lengths is None or lengths.shape[0] != states.shape[0]:
+            return super().forward(states)
+        # Unpadded batches take the stock kernel; an exported graph (ONNX) cannot branch on values and always
+        # takes the masked path, which gives the same result on unpadded input.
+        if not torch.compiler.is_exporting() and bool((lengths == states.shape[-1]).all()):
             return super().forward(states)
         batch, channels, time = states.shape
         grouped = states.view(batch, self.num_groups, channels // self.num_groups, time)
