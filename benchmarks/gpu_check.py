@@ -127,7 +127,9 @@ def training_row(config, device, args):
     losses, start = [], time.perf_counter()
     batch = args.train_batch_size
     for step in range(args.steps):
-        rows = [train[(step * batch + i) % len(train)] for i in range(batch)]
+        # --quick overfits one batch (a sure fall of the loss in a few steps); the full run walks the corpus.
+        offset = 0 if args.quick else step * batch
+        rows = [train[(offset + i) % len(train)] for i in range(batch)]
         inputs = {key: value.to(device) for key, value in collate(rows).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = model(**inputs).loss

@@ -3,7 +3,7 @@
     mer-predict a.wav b.wav --text "first transcript" --text "second" --model FOLDER_OR_REPO [--json]
     mer-predict --manifest clips.csv --model FOLDER_OR_REPO --batch-size 8   # CSV columns: audio,text
     mer-predict --manifest clips.csv --model FOLDER --output preds.jsonl      # streamed, resumable
-    accelerate launch --num_processes 4 -m modeling_mer.cli --manifest clips.csv --model FOLDER --output preds.jsonl
+    accelerate launch --multi_gpu --num_processes 4 -m modeling_mer.cli --manifest clips.csv --model FOLDER --output preds.jsonl
 
 Training side (never shipped): the model itself loads through `pipeline(..., trust_remote_code=True)`.
 """
@@ -180,27 +180,42 @@ def done_keys(output: Path) -> set[str]:
     return keys
 
 
-def process_shard() -> tuple[int, int]:
-    """(index, count) of this process under `accelerate launch`/torchrun; (0, 1) when run alone."""
+def _drop_partial_line(path: Path) -> None:
+    """A run killed mid-write leaves a line without its newline; cut it, or the next record would join it."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def process_shard():
+    """(index, count, device, barrier) of this process under `accelerate launch`/torchrun; (0, 1, None, no-op)
+    when run alone."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return 0, 1
+        return 0, 1, None, lambda: None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return state.process_index, state.num_processes
+    # Without CUDA, PartialState() reports a single process unless told to use the CPU (gloo) backend.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, str(state.device), state.wait_for_everyone
 
 
 def predict_to_file(args, items: list[dict]) -> tuple[int, int, Path]:
     """Stream this process's share of the unanswered items to its .jsonl; returns (written, skipped, path)."""
-    rank, world = process_shard()
+    rank, world, device, barrier = process_shard()
+    if args.device is None and device is not None:
+        args.device = device  # one GPU per process
     path = args.output if world == 1 else args.output.with_name(f"{args.output.stem}.rank{rank}.jsonl")
     finished = done_keys(args.output)
+    barrier()  # every process reads the same finished set before any writes, so the shards agree
     todo = [item for item in items if record_key(item) not in finished]
     ordered = longest_first(todo[rank::world])  # each process takes every world-th unanswered input
     written = 0
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_partial_line(path)
     with open(path, "a", encoding="utf-8") as handle:
         if ordered:
             for item, record in zip(ordered, predict(args, ordered), strict=True):
