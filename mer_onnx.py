@@ -120,7 +120,9 @@ class MERONNXPredictor:
         return self.session.run(["logits", "embeddings"], feeds)
 
     def __call__(self, inputs=None, text=None, batch_size=1, top_k=None, max_audio_seconds=DEFAULT_MAX_AUDIO_SECONDS):
-        single = not isinstance(inputs, (list, tuple)) or (inputs and np.isscalar(inputs[0]))
+        # A list of numbers is one waveform; a list of paths, arrays or dicts is a batch.
+        samples = isinstance(inputs, (list, tuple)) and len(inputs) > 0 and isinstance(inputs[0], (int, float))
+        single = not isinstance(inputs, (list, tuple)) or samples
         if inputs is None and isinstance(text, (list, tuple)):
             single, inputs, text = False, [None] * len(text), list(text)
         if single:

@@ -43,8 +43,21 @@ def shallow_model(**overrides):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root, graphs = tmp_path_factory.mktemp("onnx"), {}
+def deployed(tmp_path_factory):
+    """A saved tiny model, its pipeline and its export folder (fp32 + int8): the main setting, exported once."""
+    from transformers import pipeline
+
+    root = tmp_path_factory.mktemp("deployed")
+    save_tiny_model(root / "model", **SHALLOW)
+    pipe = pipeline("multimodal-emotion-recognition", model=str(root / "model"), trust_remote_code=True)
+    return pipe, export_folder((pipe.model, pipe.processor), root / "onnx", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, deployed):
+    root = tmp_path_factory.mktemp("onnx")
+    pipe, folder = deployed
+    graphs = {"text+audio, prosody": (pipe.model, folder / "model.onnx")}
 
     def get(name):
         if name not in graphs:
@@ -94,8 +107,9 @@ def test_fp32_graph_matches_pytorch_on_padded_batches(exported, setting):
     assert np.abs(reference.logits.numpy()).max() > 1e-2  # the comparison is not between zeros
 
 
-def test_int8_graph_keeps_class_probabilities(exported, tmp_path):
-    model, path = exported("text+audio, prosody")
+def test_int8_graph_keeps_class_probabilities(deployed, tmp_path):
+    pipe, folder = deployed
+    model, path = pipe.model, folder / "model.onnx"
     quantized = quantize_int8(path, tmp_path / "int8.onnx")
     assert quantized.stat().st_size < path.stat().st_size
     feeds, reference = feeds_and_reference(model, seed=2)
@@ -125,12 +139,8 @@ FRESH_PREDICTOR = PROJECT_NOT_IMPORTABLE.replace('("modeling_mer", "configuratio
 """)
 
 
-def test_standalone_predictor_matches_the_pipeline_without_torch(tmp_path):
-    from transformers import pipeline
-
-    save_tiny_model(tmp_path / "model", **SHALLOW)
-    pipe = pipeline("multimodal-emotion-recognition", model=str(tmp_path / "model"), trust_remote_code=True)
-    folder = export_folder((pipe.model, pipe.processor), tmp_path / "onnx", quantize="int8")
+def test_standalone_predictor_matches_the_pipeline_without_torch(deployed, tmp_path):
+    pipe, folder = deployed
     assert {"model.onnx", "model_int8.onnx", "mer_onnx.py", "mer_onnx.json", "tokenizer.json"} <= {
         path.name for path in folder.iterdir()}
     # 0.1 s windows: the 5000-sample clip is cut into 4 windows (mixed with 1-window clips in one batch).
