@@ -41,7 +41,8 @@ SCRIPT = textwrap.dedent("""
         optimizer.zero_grad()
         losses.append(loss.item())
     sharded = all(isinstance(p, DTensor) for p in model.parameters())
-    print(json.dumps({"rank": dist.get_rank(), "units": len(units), "sharded": sharded, "losses": losses}))
+    with open(f"{sys.argv[1]}/rank{dist.get_rank()}.json", "w") as handle:  # ranks' stdout lines interleave
+        json.dump({"rank": dist.get_rank(), "units": len(units), "sharded": sharded, "losses": losses}, handle)
     dist.destroy_process_group()
 """)
 
@@ -54,11 +55,10 @@ def test_fully_shard_two_cpu_processes(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                           "127.0.0.1", "--master_port", str(port), str(tmp_path / "fsdp_probe.py")],
+                           "127.0.0.1", "--master_port", str(port), str(tmp_path / "fsdp_probe.py"), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = sorted((json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")),
-                     key=lambda r: r["rank"])
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["sharded"] and r["units"] == 4 for r in results)  # 2 text + 2 speech encoder layers
     assert results[0]["losses"] == results[1]["losses"]  # one model, data the same on both ranks
