@@ -212,17 +212,20 @@ def predict_to_file(args, items: list[dict]) -> tuple[int, int, Path]:
     finished = done_keys(args.output)
     barrier()  # every process reads the same finished set before any writes, so the shards agree
     todo = [item for item in items if record_key(item) not in finished]
-    ordered = longest_first(todo[rank::world])  # each process takes every world-th unanswered input
+    # Each process takes every world-th unanswered input; errors name the input's index in the whole list.
+    ordered = [{**item, "position": item["index"]} for item in longest_first(todo[rank::world])]
     written = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_line(path)
     with open(path, "a", encoding="utf-8") as handle:
-        if ordered:
-            for item, record in zip(ordered, predict(args, ordered), strict=True):
+        try:
+            for item, record in zip(ordered, predict(args, ordered) if ordered else (), strict=True):
                 record = {"index": item["index"], **record}
                 handle.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
                 handle.flush()  # a kill or Ctrl-C keeps every finished result
                 written += 1
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(_name_item(str(error), ordered)) from error
     return written, len(items) - len(todo), path
 
 

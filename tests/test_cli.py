@@ -241,3 +241,11 @@ def test_json_output_has_no_bare_nan(folders, tmp_path):
 
     records = json.loads(done.stdout, parse_constant=refuse)
     assert all(entry["score"] is None for entry in records[0]["scores"])
+
+
+def test_output_mode_errors_name_the_input(folders, tmp_path):
+    (tmp_path / "gone.csv").write_text(f"audio,text\n{folders / 'clips' / 'clip0.wav'},hi\n{tmp_path / 'gone.wav'},x\n")
+    done = mer_predict("--manifest", tmp_path / "gone.csv", "--model", folders / "model", "--output",
+                       tmp_path / "preds.jsonl", home=tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'gone.wav'} (item 1): audio file not found" in done.stderr
