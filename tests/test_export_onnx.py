@@ -152,7 +152,9 @@ def test_standalone_predictor_matches_the_pipeline_without_torch(deployed, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout)
     fp32 = results["model.onnx"]
-    assert fp32["single"] == fp32["batched"][0]
+    # Padding in a batch changes nothing beyond float rounding.
+    assert [e["label"] for e in fp32["single"]] == [e["label"] for e in fp32["batched"][0]]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(fp32["single"], fp32["batched"][0], strict=True)) <= 1e-6
     for got, want in zip(fp32["batched"], expected, strict=True):
         assert [entry["label"] for entry in got] == [entry["label"] for entry in want]  # same sorted order
         assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want, strict=True)) <= 1e-4
