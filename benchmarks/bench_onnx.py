@@ -56,11 +56,11 @@ def _engine(engine, model_dir, graph, batches, repeats, queue):
     """Child process: throughput of one engine and its peak RSS."""
     import torch
 
-    from modeling_mer import MERForSequenceClassification
+    from modeling_mer import MERConfig, MERForSequenceClassification
 
-    model = MERForSequenceClassification.from_pretrained(model_dir).eval()
     result = {}
     if engine == "pytorch fp32":
+        model = MERForSequenceClassification.from_pretrained(model_dir).eval()
         for batch in batches:
             feeds = {key: torch.from_numpy(value) for key, value in inputs(model.config, batch).items()}
             with torch.no_grad():
@@ -68,9 +68,9 @@ def _engine(engine, model_dir, graph, batches, repeats, queue):
     else:
         import onnxruntime
 
-        del model
+        # Only the config: loading the torch model here would put its weights into this child's peak RSS.
         session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
-        config = MERForSequenceClassification.config_class.from_pretrained(model_dir)
+        config = MERConfig.from_pretrained(model_dir)
         for batch in batches:
             feeds = inputs(config, batch)
             result[batch] = batch / _time(lambda feeds=feeds: session.run(["logits"], feeds), repeats)
