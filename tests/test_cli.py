@@ -115,3 +115,137 @@ def test_item_numbers_map_back_to_files():
     # After longest_first the pipeline's position differs from the command line's; the latter is reported.
     assert _name_item("item 0: too short", [{"audio": "b.wav", "position": 1}]) == "b.wav (item 1): too short"
     assert _name_item("something else", items) == "something else"
+
+
+# ---------------------------------------------------------------- --output: streamed, resumable, sharded
+
+
+def write_manifest(folder, rows, name="many.csv", encoding="utf-8"):
+    """A manifest that lists the 12 clips round-robin `rows` times over (the same file may appear twice)."""
+    lines = ["audio,text"] + [f"clips/clip{row % 12}.wav,words {row}" for row in range(rows)]
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n", encoding=encoding)
+    return path
+
+
+def read_jsonl(*paths):
+    return [json.loads(line) for path in paths if path.exists() for line in path.read_text().splitlines()]
+
+
+def test_output_streams_and_resumes_where_it_stopped(folders, tmp_path):
+    manifest, output = write_manifest(folders, 7, "seven.csv"), tmp_path / "preds.jsonl"
+    done = mer_predict("--manifest", manifest, "--model", folders / "model", "--output", output, home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_jsonl(output)
+    assert sorted(r["index"] for r in records) == list(range(7))
+    assert all(r["text"] == f"words {r['index']}" and len(r["scores"]) == 4 for r in records)
+    # A run killed after 4 results, its last line cut short: the rerun answers only the 3 missing inputs.
+    lines = output.read_text().splitlines()
+    output.write_text("\n".join(lines[:4]) + "\n" + lines[4][:10])
+    done = mer_predict("--manifest", manifest, "--model", folders / "model", "--output", output, home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote 3 results" in done.stderr and "4 already done" in done.stderr
+    assert sorted(r["index"] for r in read_jsonl(output)) == list(range(7))  # every line whole, none twice
+
+
+def test_accelerate_two_processes_split_the_manifest(folders, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    manifest, output = write_manifest(folders, 9, "nine.csv"), tmp_path / "preds.jsonl"
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(Path(__file__).parents[1])}
+    # `--multi_gpu` is accelerate's multi-process launcher (torchrun); on a machine without CUDA its processes use
+    # gloo on the CPU (`--cpu` would run a single process).
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--main_process_port", str(port), "-m", "modeling_mer.cli",
+               "--manifest", str(manifest), "--model", str(folders / "model"), "--output", str(output)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = [tmp_path / "preds.rank0.jsonl", tmp_path / "preds.rank1.jsonl"]
+    per_rank = [[r["index"] for r in read_jsonl(shard)] for shard in shards]
+    assert all(per_rank), per_rank  # both processes worked
+    union = per_rank[0] + per_rank[1]
+    assert sorted(union) == list(range(9))  # exactly the input, nothing twice
+    assert not output.exists()
+
+
+def test_ctrl_c_exits_130_and_keeps_the_finished_results(folders, tmp_path):
+    import signal
+    import time
+
+    manifest, output = write_manifest(folders, 400, "long.csv"), tmp_path / "preds.jsonl"
+    script = Path(sys.executable).with_name("mer-predict")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "modeling_mer.cli"]
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([*command, "--manifest", str(manifest), "--model", str(folders / "model"),
+                                "--output", str(output), "--batch-size", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if output.exists() and len(output.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"mer-predict: interrupted; the finished results are in {output}"
+    records = read_jsonl(output)  # every line written is whole
+    assert 2 <= len(records) < 400
+
+
+# ---------------------------------------------------------------- error messages
+
+
+def test_missing_model_folder_is_named(tmp_path, capsys):
+    from modeling_mer.cli import main
+
+    missing = tmp_path / "runs" / "model"
+    assert main(["a.wav", "--text", "hi", "--model", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert f"--model {missing}: no such model folder" in error and "Repo id" not in error
+
+
+def test_empty_audio_cell_names_the_row(tmp_path):
+    (tmp_path / "gap.csv").write_text("audio,text\na.wav,hi\n,there\n")
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\) has an empty `audio` cell"):
+        read_manifest(tmp_path / "gap.csv")
+
+
+def test_manifest_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "bom.csv").write_text("audio,text\nx.wav,hello\n", encoding="utf-8-sig")
+    assert read_manifest(tmp_path / "bom.csv") == [{"audio": str(tmp_path / "x.wav"), "text": "hello"}]
+
+
+def test_json_output_has_no_bare_nan(folders, tmp_path):
+    """A diverged model (NaN weights) gives NaN scores: --json prints null, which strict JSON readers accept."""
+    import torch
+    from tiny_folders import tiny_model
+    from tiny_models import tiny_processor
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.classifier[-1].bias.fill_(float("nan"))
+    model.save_pretrained(tmp_path / "nan_model")
+    tiny_processor().save_pretrained(tmp_path / "nan_model")
+    done = mer_predict(folders / "clips" / "clip0.wav", "--text", "hi", "--model", tmp_path / "nan_model", "--json",
+                       home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NaN" not in done.stdout
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in the output")
+
+    records = json.loads(done.stdout, parse_constant=refuse)
+    assert all(entry["score"] is None for entry in records[0]["scores"])
+
+
+def test_output_mode_errors_name_the_input(folders, tmp_path):
+    (tmp_path / "gone.csv").write_text(f"audio,text\n{folders / 'clips' / 'clip0.wav'},hi\n{tmp_path / 'gone.wav'},x\n")
+    done = mer_predict("--manifest", tmp_path / "gone.csv", "--model", folders / "model", "--output",
+                       tmp_path / "preds.jsonl", home=tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'gone.wav'} (item 1): audio file not found" in done.stderr
