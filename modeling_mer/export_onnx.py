@@ -10,7 +10,7 @@ tokenizer, `mer_onnx.json` (labels, modalities, the encoder's limits) and the st
 Why `torch.onnx.export` (the dynamo exporter) and not optimum-onnx: optimum-onnx 0.1 requires
 transformers < 4.58 (this project needs 5.x), and its exporter serves stock architectures through their
 own ONNX configs; ours needs three graph-level changes anyway, made here on a copy of the model:
-- validation that reads tensor values (`.tolist()`) is skipped in the graph; the predictor checks on the host;
+- forward reads no tensor values (no `.tolist()`), so the graph needs no change there; the predictor checks on the host;
 - the MFCC BiLSTM runs on packed sequences, which torch.export cannot trace with a dynamic length (it
   unrolls the recurrence): it becomes one custom op, `mer_onnx::bilstm`, translated to ONNX's LSTM with
   `sequence_lens`, which reads each sequence within its own length exactly as packing does;
