@@ -38,6 +38,9 @@ SILERO_FRAME_SAMPLES = 512  # the only frame size silero-vad takes at 16 kHz
 # silero's, so it needs longer silences (0.25 s) to end a segment: shorter dips are pauses inside a sentence.
 ENERGY_MARGIN_DB = 4.0
 ENERGY_ABSOLUTE_SPEECH_DB = -50.0
+# A word whose middle lies this far outside every segment is in none (e.g. outside segments a user chose);
+# closer ones go to the nearest segment, since detected boundaries can be off by a syllable.
+WORD_MAX_GAP_SECONDS = 0.5
 RESAMPLE_MARGIN_SECONDS = 0.05  # context read on each side of a block resampled on its own: covers the sinc's support
 
 
@@ -308,11 +311,13 @@ def check_words(words, name="input"):
     return sorted(checked, key=lambda word: (word["start"], word["end"]))
 
 
-def assign_words(words, segments):
-    """Each word -> the segment (sample bounds) it overlaps most, else the nearest one; per segment, in order.
+def assign_words(words, segments, max_gap_seconds=WORD_MAX_GAP_SECONDS):
+    """Each word -> the segment (sample bounds) it overlaps most, else the nearest one within max_gap_seconds;
+    per segment, in order.
 
     A word the detector cut in two still lands in one segment, and a word in a pause (the detector's
-    boundary a little off) goes to the closer segment rather than being lost.
+    boundary a little off) goes to the closer segment rather than being lost; a word far from every segment
+    (outside the segments a user chose) belongs to none.
     """
     per_segment = [[] for _ in segments]
     if not segments:
@@ -325,7 +330,10 @@ def assign_words(words, segments):
             index = int(overlap.argmax())
         else:
             middle = (word["start"] + word["end"]) / 2
-            index = int(np.maximum(starts - middle, middle - ends).argmin())
+            distance = np.maximum(starts - middle, middle - ends)
+            index = int(distance.argmin())
+            if distance[index] > max_gap_seconds:
+                continue
         per_segment[index].append(word)
     return per_segment
 

@@ -172,7 +172,8 @@ def test_assign_words_by_overlap_then_nearest():
         {"word": "b", "start": 1.8, "end": 3.1},    # overlaps the first by 0.2 s, the second by 0.1 s
         {"word": "c", "start": 2.6, "end": 2.8},    # in the pause, nearer the second
         {"word": "d", "start": 4.0, "end": 4.2},
-        {"word": "e", "start": 5.5, "end": 6.0},    # after the last segment
+        {"word": "e", "start": 5.2, "end": 5.4},    # just after the last segment
+        {"word": "f", "start": 6.0, "end": 6.2},    # 1.1 s after it: in no segment
     ])
     assert [[word["word"] for word in group] for group in assign_words(words, segments)] == [["a", "b"],
                                                                                           ["c", "d", "e"]]
