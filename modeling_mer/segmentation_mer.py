@@ -19,6 +19,7 @@ Both feed the same hysteresis (`speech_regions`): speech starts at a score >= th
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio_io_mer import load_audio, resample
+from .audio_io_mer import _import_soundfile, load_audio, resample
 from .configuration_mer import SAMPLING_RATE
 
 VAD_CHOICES = ("auto", "silero", "energy")
@@ -78,10 +79,7 @@ class AudioStream:
         self._file, self._array = None, None
         if isinstance(source, (str, os.PathLike, bytes, bytearray)):
             load_audio_header_check(source, name)
-            import io
-
-            import soundfile
-
+            soundfile = _import_soundfile()
             handle = source if isinstance(source, (str, os.PathLike)) else io.BytesIO(bytes(source))
             self._file = soundfile.SoundFile(handle)
             self.source_rate = self._file.samplerate
@@ -131,7 +129,7 @@ class AudioStream:
 
 def load_audio_header_check(source, name):
     """Missing, empty or undecodable files: the clear errors of audio_io_mer, before any work."""
-    import soundfile
+    soundfile = _import_soundfile()
 
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -140,8 +138,6 @@ def load_audio_header_check(source, name):
     elif len(source) == 0:
         load_audio(source, name=name)
     try:
-        import io
-
         soundfile.info(source if isinstance(source, (str, os.PathLike)) else io.BytesIO(bytes(source)))
     except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError, EOFError):
         load_audio(source, name=name)  # raises the decoding error with its advice
@@ -176,10 +172,14 @@ def energy_scores(stream, block_samples):
 def load_silero():
     """The silero-vad model, or ImportError; restores torch's thread count, which importing silero_vad sets to 1."""
     threads = torch.get_num_threads()
+    # try/except, not try/finally: transformers' check for a shipped file's imports skips those inside a
+    # try/except, so a checkpoint still loads where silero-vad is not installed.
     try:
         from silero_vad import load_silero_vad
-    finally:
+    except ImportError:
         torch.set_num_threads(threads)
+        raise
+    torch.set_num_threads(threads)
     return load_silero_vad()
 
 

@@ -1,11 +1,16 @@
 """timeline_mer: segments scored by the pipeline itself (same scores, each once), text per segment, ASR word
 timestamps, streaming reads, accuracy on a conversation vs isolated utterances, bad input before any work."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
-from tiny_folders import save_tiny_asr, tiny_model, write_wav
-from tiny_models import tiny_processor
+from tiny_folders import save_tiny_asr, save_tiny_model, tiny_model, write_wav
+from tiny_models import PROJECT_NOT_IMPORTABLE, tiny_processor
 from transformers import pipeline
 
 from modeling_mer.configuration_mer import TASK
@@ -152,3 +157,40 @@ def test_audio_only_models_score_every_segment(conversation):
     with torch.no_grad():
         piece = conversation.waveform[round(segments[0][0] * SR): round(segments[0][1] * SR)]
         assert timeline[0]["label"] == audio_only(piece)[0]["label"]
+
+
+FRESH_PROCESS_SCRIPT = PROJECT_NOT_IMPORTABLE + textwrap.dedent("""
+    class RefuseSilero(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "silero_vad":
+                raise ImportError("silero_vad is not installed here")
+
+    sys.meta_path.insert(0, RefuseSilero())
+    import json
+    from transformers import pipeline
+
+    folder, wav, words = sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read())
+    pipe = pipeline(model=folder, trust_remote_code=True, device=-1)
+    timeline = pipe(wav, timeline=True, words=words)  # vad="auto": energy, as silero is missing
+    print(json.dumps({"module": type(pipe).__module__, "timeline": timeline}))
+""")
+
+
+def test_a_saved_checkpoint_makes_timelines_without_mer_or_silero(conversation, tmp_path):
+    import json
+
+    folder = tmp_path / "model"
+    save_tiny_model(folder)
+    assert {"timeline_mer.py", "segmentation_mer.py"} <= {path.name for path in folder.iterdir()}
+    utterances = conversation.utterances[:4]
+    waveform = conversation.waveform[: round((utterances[-1]["end"] + 0.4) * SR)]
+    wav = write_wav(tmp_path / "talk.wav", waveform)
+    (tmp_path / "words.json").write_text(json.dumps([w for u in utterances for w in u["words"]]))
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(folder), str(wav),
+                           str(tmp_path / "words.json")], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["module"].startswith("transformers_modules")
+    assert [entry["text"] for entry in result["timeline"]] == [u["text"] for u in utterances]
