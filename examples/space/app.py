@@ -111,7 +111,10 @@ def build_demo(model, asr_model=None):
 
 
 if __name__ == "__main__":
-    model = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MER_MODEL")
+    # push_space writes model_id.txt beside this file, so a published Space needs no settings.
+    model_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_id.txt")
+    saved = open(model_file).read().strip() if os.path.exists(model_file) else None
+    model = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("MER_MODEL") or saved
     if not model:
         sys.exit("Name the model: MER_MODEL=<folder or Hub repo id> python app.py, or python app.py <model>.")
     build_demo(model, os.environ.get("MER_ASR_MODEL")).launch(
