@@ -16,6 +16,7 @@ from transformers import pipeline
 from modeling_mer.configuration_mer import TASK
 from modeling_mer.data import load_demo
 from modeling_mer.data.conversation import make_conversation
+from modeling_mer.pipeline_mer import MERPipeline
 from modeling_mer.segmentation_mer import AudioStream
 
 SR = 16_000
@@ -28,7 +29,9 @@ def conversation():
 
 @pytest.fixture(scope="module")
 def pipe():
-    return pipeline(TASK, model=tiny_model(), processor=tiny_processor(), device=-1)
+    # pipeline_class pins this checkout's MERPipeline: a trust_remote_code load elsewhere in the session
+    # re-registers the task with a saved folder's copy, whose modules the patches below would miss.
+    return pipeline(TASK, model=tiny_model(), processor=tiny_processor(), device=-1, pipeline_class=MERPipeline)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +153,8 @@ def test_segments_without_words_are_left_out(pipe, conversation):
 
 
 def test_audio_only_models_score_every_segment(conversation):
-    audio_only = pipeline(TASK, model=tiny_model(modalities=("audio",)), processor=tiny_processor(), device=-1)
+    audio_only = pipeline(TASK, model=tiny_model(modalities=("audio",)), processor=tiny_processor(), device=-1,
+                          pipeline_class=MERPipeline)
     segments = [(u["start"], u["end"]) for u in conversation.utterances[:3]]
     timeline = audio_only(conversation.waveform, timeline=True, segments=segments)
     assert len(timeline) == 3 and all(entry["text"] == "" for entry in timeline)
