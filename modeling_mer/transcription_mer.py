@@ -43,3 +43,25 @@ class Transcriber:
             raise ValueError(f"{name}: the speech recognizer found no words in the audio; pass the transcript "
                              "with text='...'.")
         return text.strip()
+
+    def words(self, waveform, offset_seconds, name, asr_model, device=None):
+        """Word timings {"word", "start", "end"} (seconds, shifted by offset_seconds) from the recognizer's
+        `return_timestamps="word"` output; a recognizer without word timestamps is a clear error."""
+        recognizer = self._recognizer_for(asr_model, device)
+        try:
+            result = recognizer({"raw": waveform, "sampling_rate": SAMPLING_RATE}, return_timestamps="word")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name}: the speech recognizer gave no word timestamps ({error}). A timeline needs "
+                             "an ASR model that supports return_timestamps='word' (CTC models such as wav2vec2, "
+                             "or Whisper), or words=[{'word', 'start', 'end'}, ...] passed by you.") from error
+        chunks = result.get("chunks") if isinstance(result, dict) else None
+        if chunks is None:
+            raise ValueError(f"{name}: the speech recognizer returned no 'chunks' with word timestamps; pass "
+                             "words=[{'word', 'start', 'end'}, ...] instead.")
+        words = []
+        for chunk in chunks:
+            start, end = chunk["timestamp"]
+            end = start if end is None else end  # Whisper leaves the last word's end open at a chunk's edge
+            words.append({"word": chunk["text"].strip(), "start": offset_seconds + float(start),
+                          "end": offset_seconds + float(end)})
+        return [word for word in words if word["word"]]

@@ -249,3 +249,36 @@ def test_output_mode_errors_name_the_input(folders, tmp_path):
                        tmp_path / "preds.jsonl", home=tmp_path)
     assert done.returncode == 2
     assert f"{tmp_path / 'gone.wav'} (item 1): audio file not found" in done.stderr
+
+
+def test_timeline_csv_and_plot(folders, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from modeling_mer.data import load_demo
+    from modeling_mer.data.conversation import make_conversation
+
+    conversation = make_conversation(load_demo(), range(11, 1000, 200), seed=3)  # 5 utterances
+    audio = write_wav(tmp_path / "talk.wav", conversation.waveform)
+    (tmp_path / "words.json").write_text(json.dumps(conversation.words))
+    done = mer_predict(audio, "--model", folders / "model", "--timeline", tmp_path / "out.csv", "--words",
+                       tmp_path / "words.json", "--vad", "energy", "--plot", tmp_path / "timeline.png",
+                       home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["text"] for row in rows] == [u["text"] for u in conversation.utterances]
+    assert list(rows[0])[:5] == ["start", "end", "text", "label", "score"] and len(rows[0]) == 5 + 4
+    for row, utterance in zip(rows, conversation.utterances, strict=True):
+        assert abs(float(row["start"]) - utterance["start"]) < 0.15 and abs(float(row["end"]) - utterance["end"]) < 0.15
+        scores = np.array([float(row[label]) for label in list(row)[5:]])
+        assert abs(scores.sum() - 1) < 1e-3 and row["label"] == list(row)[5:][scores.argmax()]
+    assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_timeline_needs_one_file(folders, tmp_path):
+    clips = folders / "clips"
+    done = mer_predict(clips / "clip0.wav", clips / "clip1.wav", "--model", folders / "model", "--timeline",
+                       tmp_path / "out.csv", home=tmp_path)
+    assert done.returncode == 2 and "exactly one audio file" in done.stderr

@@ -129,3 +129,17 @@ def test_missing_card_or_folder_is_a_clear_error(hub_endpoint, trained_folder, t
         push_model_to_hub(folder, REPO, model_card_kwargs={k: v for k, v in CARD.items() if k != "protocol"})
     with pytest.raises(FileNotFoundError, match="no config.json"):
         push_model_to_hub(tmp_path / "nothing", REPO, model_card_kwargs=CARD)
+
+
+def test_push_space_publishes_the_app_pointing_at_the_model(hub_endpoint, tmp_path):
+    from modeling_mer.training.hub import SPACE_FOLDER, push_space
+
+    push_space("test-user/mer-space", "test-user/mer-tiny")
+    files = set(HfApi().list_repo_files("test-user/mer-space", repo_type="space"))
+    assert files - {".gitattributes"} == {"app.py", "requirements.txt", "README.md", "model_id.txt"}
+    model_id = hf_hub_download("test-user/mer-space", "model_id.txt", repo_type="space", cache_dir=tmp_path)
+    assert open(model_id).read().strip() == "test-user/mer-tiny"
+    app = hf_hub_download("test-user/mer-space", "app.py", repo_type="space", cache_dir=tmp_path)
+    assert open(app).read() == (SPACE_FOLDER / "app.py").read_text()
+    with pytest.raises(FileNotFoundError, match="no app.py"):
+        push_space("test-user/other", "m", space_folder=tmp_path)

@@ -19,6 +19,7 @@ from ..modeling_mer import MERForSequenceClassification, MERModel, MERPreTrained
 from ..processing_mer import MERProcessor
 from .model_card import write_model_card
 
+SPACE_FOLDER = Path(__file__).resolve().parents[2] / "examples" / "space"  # app.py, requirements.txt, README.md
 CARD_FIELDS = ("base_model_text", "base_model_audio", "dataset_name", "protocol", "metrics_table_markdown")
 
 
@@ -81,3 +82,25 @@ def _write_card(staging, model, repo_id, model_card_kwargs, source):
         raise ValueError(f"model_card_kwargs lacks {missing}; the card needs {', '.join(CARD_FIELDS)}.")
     labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
     write_model_card(staging, **{"label_names": labels, "repo_id": repo_id, **model_card_kwargs})
+
+
+def push_space(space_id: str, model_id: str, token: str | None = None, private: bool = False,
+               space_folder: Path = SPACE_FOLDER) -> str:
+    """Publish examples/space as a Gradio Space that serves `model_id`; returns the commit URL.
+
+    The model id goes into the Space's files (model_id.txt, which app.py reads when MER_MODEL is unset), so
+    the Space works without setting a variable in its settings.
+    """
+    space_folder = Path(space_folder)
+    if not (space_folder / "app.py").is_file():
+        raise FileNotFoundError(f"{space_folder} holds no app.py; pass space_folder= pointing at a checkout's "
+                                "examples/space (it is not part of the installed package).")
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="mer-space-") as staging:
+        for name in ("app.py", "requirements.txt", "README.md"):
+            Path(staging, name).write_bytes((space_folder / name).read_bytes())
+        Path(staging, "model_id.txt").write_text(model_id + "\n", encoding="utf-8")
+        repo_url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=staging, repo_id=repo_url.repo_id, repo_type="space",
+                                   commit_message=f"Space for {model_id}")
+    return commit.commit_url

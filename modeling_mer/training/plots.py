@@ -48,3 +48,52 @@ def plot_embeddings(embeddings, labels, label_names, path, title):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def waveform_envelope(source, columns=2000, block_seconds=30.0):
+    """(times, low, high): the waveform's min and max per column, read block by block (flat memory)."""
+    from ..configuration_mer import SAMPLING_RATE
+    from ..segmentation_mer import AudioStream
+
+    stream = AudioStream(source)
+    per_column = max(1, len(stream) // columns)
+    block = per_column * max(1, int(block_seconds * SAMPLING_RATE) // per_column)  # columns never straddle blocks
+    lows, highs = [], []
+    for _, samples in stream.blocks(block):
+        count = -(-len(samples) // per_column)
+        padded = np.pad(samples, (0, count * per_column - len(samples)), mode="edge").reshape(count, per_column)
+        lows.append(padded.min(1))
+        highs.append(padded.max(1))
+    low, high = np.concatenate(lows), np.concatenate(highs)
+    return np.arange(len(low)) * per_column / SAMPLING_RATE, low, high
+
+
+def plot_timeline(source, timeline, label_names, path, title="emotions over time"):
+    """The waveform on top; below it each segment's class probabilities as stacked bars over its span,
+    with the top label written in (a timeline entry is {"start", "end", "label", "scores", ...})."""
+    times, low, high = waveform_envelope(source)
+    colours = plt.get_cmap("tab10")
+    figure, (wave, emotions) = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True,
+                                            gridspec_kw={"height_ratios": [1, 1.4]})
+    wave.fill_between(times, low, high, color="0.35", linewidth=0)
+    wave.set_ylabel("waveform")
+    for entry in timeline:
+        wave.axvspan(entry["start"], entry["end"], color="tab:blue", alpha=0.08)
+        by_label = {score["label"]: score["score"] for score in entry["scores"]}
+        bottom = 0.0
+        for index, name in enumerate(label_names):
+            height = by_label.get(name, 0.0)
+            emotions.bar(entry["start"], height, width=entry["end"] - entry["start"], bottom=bottom, align="edge",
+                         color=colours(index), edgecolor="white", linewidth=0.5)
+            bottom += height
+        emotions.text((entry["start"] + entry["end"]) / 2, 1.02, entry["label"], ha="center", va="bottom",
+                      fontsize=7, rotation=90 if entry["end"] - entry["start"] < 2 else 0)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours(index)) for index in range(len(label_names))]
+    emotions.legend(handles, label_names, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    emotions.set_ylim(0, 1.25)
+    emotions.set_ylabel("class probability")
+    emotions.set_xlabel("time (s)")
+    wave.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
