@@ -186,15 +186,10 @@ def predictor_settings(model, processor):
         settings.update(min_audio_samples=receptive_field(config.audio_config),
                         do_normalize=bool(extractor.do_normalize), padding_value=float(extractor.padding_value))
     if config.uses_text:
-        from .pipeline_mer import OFFSET_POSITION_MODEL_TYPES
+        from .processing_mer import text_token_limit
 
-        text_config = config.text_config
-        limit = getattr(text_config, "max_position_embeddings", None) or 512
-        if text_config.model_type in OFFSET_POSITION_MODEL_TYPES:
-            limit -= (text_config.pad_token_id or 0) + 1
         tokenizer = processor.tokenizer
-        if tokenizer.model_max_length < 100_000:  # huge = no recorded limit
-            limit = min(limit, tokenizer.model_max_length)
+        limit = text_token_limit(tokenizer, config.text_config)  # the pipeline's limit, one definition
         settings.update(max_text_tokens=int(limit), pad_token_id=int(tokenizer.pad_token_id or 0),
                         pad_token=tokenizer.pad_token)
     return settings

@@ -16,7 +16,7 @@ from sklearn.metrics import (
 
 from modeling_mer.training.metrics import compute_emotion_metrics, load_emotion_metric
 
-METRIC_PATH = Path(__file__).resolve().parent.parent / "modeling_mer" / "emotion_metrics.py"
+METRIC_PATH = Path(__file__).resolve().parent.parent / "modeling_mer" / "training" / "metrics.py"
 LABEL_NAMES = ["neutral", "happy", "sad", "angry"]
 
 
