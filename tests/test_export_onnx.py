@@ -117,6 +117,13 @@ def test_int8_graph_keeps_class_probabilities(deployed, tmp_path):
     logits, _ = session.run(["logits", "embeddings"], feeds)
     probabilities = torch.from_numpy(logits).softmax(-1)
     assert (probabilities - reference.logits.softmax(-1)).abs().max() <= 0.05
+    # The spectral front end stays float32 (int8 activations flatten power spectra: a trained model lost half its UA).
+    import onnx
+
+    graph = onnx.load(str(quantized)).graph
+    spectral = {init.name: init.data_type for init in graph.initializer if ".spectral." in init.name}
+    assert spectral and set(spectral.values()) == {onnx.TensorProto.FLOAT}, spectral
+    assert any(node.op_type == "MatMulInteger" for node in graph.node)  # the rest is quantized
 
 
 # Runs mer_onnx.py from the export folder where neither the project nor torch nor transformers can be imported.
