@@ -57,6 +57,11 @@ def normalise_item(item, text, name):
         if unknown:
             raise ValueError(f"{name}: unknown key(s) {unknown} in the input dict; expected {{'audio', 'text'}} or "
                              "an audio dict {'array', 'sampling_rate'} (or {'path'} / {'bytes'}).")
+    check_text(text, name)
+    return MERInput(name=name, audio=item, text=text)
+
+
+def check_text(text, name):
+    """A transcript is a non-empty string, or None (then it is transcribed or not needed)."""
     if text is not None and (not isinstance(text, str) or not text.strip()):
         raise ValueError(f"{name}: text must be a non-empty string (or None to transcribe the audio), got {text!r}.")
-    return MERInput(name=name, audio=item, text=text)

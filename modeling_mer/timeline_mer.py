@@ -23,6 +23,7 @@ from __future__ import annotations
 from transformers.utils import logging
 
 from .configuration_mer import SAMPLING_RATE
+from .pipeline_inputs_mer import check_text
 from .segmentation_mer import (
     BLOCK_SECONDS,
     VAD_CHOICES,
@@ -54,8 +55,7 @@ def emotion_timeline(pipe, audio, text=None, segments=None, words=None, asr_mode
         raise ValueError(f"vad must be one of {VAD_CHOICES}, got {vad!r}.")
     if text is not None and words is not None:
         raise ValueError(f"{name}: pass either text= or words=, not both (the words already give the text).")
-    if text is not None and (not isinstance(text, str) or not text.strip()):
-        raise ValueError(f"{name}: text must be a non-empty string, got {text!r}.")
+    check_text(text, name)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if config.uses_text and text is None and words is None and asr_model is None:

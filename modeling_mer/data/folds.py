@@ -177,18 +177,24 @@ def leave_one_session_out(dataset: datasets.Dataset, validation_speakers="auto")
             wanted = "F" if session % 2 else "M"
             chosen = [s for s in following if s.endswith(wanted)] or following[:1]
             validation = chosen[:1]
-        elif validation_speakers is None:
-            validation = []
-        elif callable(validation_speakers):
-            validation = list(validation_speakers(session))
         else:
-            validation = list(validation_speakers.get(session, ()))
+            validation = _chosen_validation(validation_speakers, session)
         leaked = set(validation) & set(by_session[session])
         if leaked:
             raise ValueError(f"Validation speakers {sorted(leaked)} belong to test session {session}; "
                              "model selection must not look at the test session.")
         folds[session] = _split_by_speaker(dataset, by_session[session], validation)
     return folds
+
+
+def _chosen_validation(validation_speakers, fold) -> list:
+    """The validation speakers a caller chose for `fold`: None (no validation split), a callable(fold) or a
+    mapping {fold: speakers}."""
+    if validation_speakers is None:
+        return []
+    if callable(validation_speakers):
+        return list(validation_speakers(fold))
+    return list(validation_speakers.get(fold, ()))
 
 
 def session5_split(dataset: datasets.Dataset, validation_speakers="auto") -> datasets.DatasetDict:
@@ -210,12 +216,8 @@ def leave_one_speaker_out(dataset: datasets.Dataset, validation_speakers="auto")
         for speaker in speakers:
             if validation_speakers == "auto":
                 validation = [s for s in speakers if s != speaker]
-            elif validation_speakers is None:
-                validation = []
-            elif callable(validation_speakers):
-                validation = list(validation_speakers(speaker))
             else:
-                validation = list(validation_speakers.get(speaker, ()))
+                validation = _chosen_validation(validation_speakers, speaker)
             # With "auto" the training set drops the whole session, so no session is in two splits.
             held_out = speakers if validation_speakers == "auto" else [speaker]
             train_excluded = set(held_out) | set(validation)
