@@ -128,7 +128,6 @@ class MERPipeline(ChunkPipeline):
                 text, transcribed = self._transcriber(waveform, item.name, asr_model, self.model.config,
                                                       self.device), True
             text = self._fit_transcript(text, item.name)
-            self._warn_if_unknown_words(text, item.name)
         if not config.uses_audio:
             encoded = self.processor(text=[text], max_text_length=self.max_text_tokens)
             yield {**encoded, **_window_info(True, 1, 0, text, transcribed)}
@@ -158,27 +157,23 @@ class MERPipeline(ChunkPipeline):
                              f"({1000 * needed / SAMPLING_RATE:.1f} ms). Pass a longer clip (at least "
                              f"{needed} samples), or pad it with silence yourself if that is what you want.")
 
-    def _warn_if_unknown_words(self, text, name):
-        """A transcript the tokenizer reads as unknown tokens only (emoji for an English vocabulary) carries no
-        words: the scores then rest on the audio alone, which the user should know."""
-        unknown = self.tokenizer.unk_token_id
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if unknown is not None and ids and all(token == unknown for token in ids):
-            logger.warning(f"{name}: every token of the transcript {text!r} is unknown to the text encoder's "
-                           f"vocabulary ({self.tokenizer.unk_token}); its scores rest on the audio alone.")
-
     def _fit_transcript(self, text, name):
-        """Cut an over-long transcript to the encoder's limit here, so the warning can name the item."""
+        """Cut an over-long transcript to the encoder's limit here, so the warning can name the item; and warn
+        when the tokenizer reads it as unknown tokens only (emoji for an English vocabulary): the scores then rest
+        on the audio alone. One tokenization serves both checks."""
         limit = self.max_text_tokens
         content_limit = limit - self.tokenizer.num_special_tokens_to_add()
         try:
             encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         except NotImplementedError:  # a slow tokenizer has no offsets: the processor truncates (and warns) instead
+            encoded = self.tokenizer(text, add_special_tokens=False)
+        ids, unknown = encoded["input_ids"], self.tokenizer.unk_token_id
+        if unknown is not None and ids and all(token == unknown for token in ids):
+            logger.warning(f"{name}: every token of the transcript {text!r} is unknown to the text encoder's "
+                           f"vocabulary ({self.tokenizer.unk_token}); its scores rest on the audio alone.")
+        if len(ids) <= content_limit or "offset_mapping" not in encoded:
             return text
-        n_tokens = len(encoded["input_ids"])
-        if n_tokens <= content_limit:
-            return text
-        logger.warning(f"{name}: the transcript has {n_tokens + limit - content_limit} tokens; only the first {limit} "
+        logger.warning(f"{name}: the transcript has {len(ids) + limit - content_limit} tokens; only the first {limit} "
                        "(the text encoder's limit) are used.")
         return text[: encoded["offset_mapping"][content_limit - 1][1]]
 
