@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -133,17 +132,6 @@ def check_model_source(model: str) -> None:
                                 "(e.g. outputs/demo/model) or a Hub repo id (user/name).")
 
 
-def _json_safe(value):
-    """NaN and infinities (a diverged model) become null: JSON has no NaN and bare NaN breaks strict readers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def predict(args, items: list[dict]):
     """Records in the order of `items`, each yielded as soon as its batch is done."""
     from tqdm.auto import tqdm
@@ -231,7 +219,7 @@ def predict_to_file(args, items: list[dict]) -> tuple[int, int, Path]:
         try:
             for item, record in zip(ordered, predict(args, ordered) if ordered else (), strict=True):
                 record = {"index": item["index"], **record}
-                handle.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
                 handle.flush()  # a kill or Ctrl-C keeps every finished result
                 written += 1
         except (ValueError, FileNotFoundError) as error:
@@ -267,7 +255,7 @@ def main(argv=None) -> int:
         return 2
     records = [record for _, record in sorted(zip((item["position"] for item in items), records, strict=True))]
     if args.json:
-        print(json.dumps(_json_safe(records), indent=2, allow_nan=False))
+        print(json.dumps(records, indent=2, allow_nan=False))  # the pipeline refuses non-finite scores
     else:
         print("\n".join(format_record(record) for record in records))
     return 0
