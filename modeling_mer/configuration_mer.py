@@ -62,6 +62,14 @@ class MERConfig(PretrainedConfig):
         use_prosody_statistics: also give the head utterance-level pitch, voicing, energy and MFCC statistics
             (mean and spread over frames) as one more pooled vector: what a classic acoustic baseline sees.
         pooling: `"mean"` or `"max"` over each branch's valid positions.
+        modality_dropout: probability, per training example, that one of the two modalities (either, at even
+            odds) is hidden: its sequence enters the fusion as zeros and its pooled vectors are zeroed, so that
+            neither branch can lean on the other and each learns to decide alone. Bimodal models only; 0 = off.
+        auxiliary_loss_weight: weight of an extra cross-entropy on each branch's own pooled vector (text, audio,
+            prosody statistics), each through its own linear head; the loss becomes
+            `CE + triplet_weight * triplet + auxiliary_loss_weight * mean(branch CEs)`. 0 = off.
+        late_fusion: add the branch heads' logits to the fused classifier's logits (a product of the branches'
+            experts beside the crossmodal embedding), at training and inference. Builds the branch heads.
         embedding_size: size of the fused embedding F(x) used by the classifier and the triplet loss.
         triplet_weight: lambda of `loss = CE + lambda * triplet`; 0 disables metric learning.
         triplet_margin: margin of the triplet loss (squared L2 on L2-normalised embeddings, so in [0, 4]).
@@ -95,6 +103,9 @@ class MERConfig(PretrainedConfig):
         mfcc_lstm_layers=2,
         use_prosody_statistics=False,
         pooling="mean",
+        modality_dropout=0.0,
+        auxiliary_loss_weight=0.0,
+        late_fusion=False,
         embedding_size=128,
         triplet_weight=0.1,
         triplet_margin=DEFAULT_TRIPLET_MARGIN,
@@ -128,6 +139,9 @@ class MERConfig(PretrainedConfig):
         self.mfcc_lstm_layers = mfcc_lstm_layers
         self.use_prosody_statistics = use_prosody_statistics
         self.pooling = pooling
+        self.modality_dropout = modality_dropout
+        self.auxiliary_loss_weight = auxiliary_loss_weight
+        self.late_fusion = late_fusion
         self.embedding_size = embedding_size
         self.triplet_weight = triplet_weight
         self.triplet_margin = triplet_margin
@@ -150,6 +164,11 @@ class MERConfig(PretrainedConfig):
     def uses_audio(self) -> bool:
         return "audio" in self.modalities
 
+    @property
+    def has_branch_heads(self) -> bool:
+        """Whether each pooled branch vector gets its own classifier (for the auxiliary loss or late fusion)."""
+        return self.auxiliary_loss_weight > 0 or self.late_fusion
+
     def _validate_values(self):
         def fail(field, value, allowed):
             raise ValueError(f"MERConfig.{field}={value!r} is invalid: expected {allowed}.")
@@ -171,7 +190,17 @@ class MERConfig(PretrainedConfig):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 fail(field, value, "a probability in [0, 1)")
-        for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_weighted_layer_sum"):
+        dropout = self.modality_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            fail("modality_dropout", dropout, "a probability in [0, 1)")
+        if dropout > 0 and self.modalities != ("text", "audio"):
+            fail("modality_dropout", dropout, f"0 for a unimodal model (modalities={self.modalities}); it hides one "
+                 "of two modalities")
+        weight = self.auxiliary_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            fail("auxiliary_loss_weight", weight, "a number >= 0")
+        for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_weighted_layer_sum",
+                      "late_fusion"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, getattr(self, field), "True or False")
         if self.focus_source not in FOCUS_SOURCES:

@@ -157,6 +157,15 @@ def triplet_loss(
     return _MINING_TO_LOSS[mining](embeddings, labels, margin)
 
 
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labels that are not IGNORE_INDEX.
+
+    Sum / number of kept labels equals cross_entropy's "mean" (no class weights), but gives 0 instead of NaN
+    when every label is IGNORE_INDEX."""
+    ce_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return ce_sum / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
 def joint_loss(
     logits: torch.Tensor,
     embeddings: torch.Tensor,
@@ -170,10 +179,7 @@ def joint_loss(
     Returns (loss, ce_loss, triplet_loss); the triplet part is returned unweighted so that logs stay
     comparable across values of triplet_weight.
     """
-    # Sum / number of kept labels equals cross_entropy's "mean" (no class weights), but gives 0
-    # instead of NaN when every label is IGNORE_INDEX.
-    ce_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    ce_loss = ce_sum / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    ce_loss = cross_entropy(logits, labels)
     if triplet_weight == 0:
         # Skip the O(B^2) (batch_all: O(B^3)) mining when it would be multiplied by 0 anyway.
         metric_loss = _graph_connected_zero(embeddings).to(ce_loss.dtype)

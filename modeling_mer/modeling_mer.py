@@ -24,7 +24,7 @@ from .fusion_mer import (
     masked_mean,
     sinusoidal_positions,
 )
-from .losses_mer import joint_loss
+from .losses_mer import cross_entropy, joint_loss
 from .prosody_statistics_mer import ProsodyStatistics
 from .spectral_mer import SpectralFeatures
 
@@ -62,6 +62,7 @@ class MERModelOutput(ModelOutput):
     """
 
     embeddings: torch.FloatTensor = None
+    branch_embeddings: tuple | None = None
     text_states: torch.FloatTensor | None = None
     audio_states: torch.FloatTensor | None = None
     text_mask: torch.BoolTensor | None = None
@@ -76,13 +77,17 @@ class MERModelOutput(ModelOutput):
 
 @dataclass
 class MERSequenceClassifierOutput(ModelOutput):
-    """`loss = ce_loss + triplet_weight * triplet_loss`, loss first as the Trainer expects; then MERModelOutput's fields."""
+    """`loss = ce_loss + triplet_weight * triplet_loss (+ auxiliary_loss_weight * auxiliary_loss)`, loss first as
+    the Trainer expects; then MERModelOutput's fields."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor = None
     embeddings: torch.FloatTensor = None
     ce_loss: torch.FloatTensor | None = None
     triplet_loss: torch.FloatTensor | None = None
+    auxiliary_loss: torch.FloatTensor | None = None
+    branch_logits: tuple | None = None
+    branch_embeddings: tuple | None = None
     text_states: torch.FloatTensor | None = None
     audio_states: torch.FloatTensor | None = None
     text_mask: torch.BoolTensor | None = None
@@ -93,6 +98,13 @@ class MERSequenceClassifierOutput(ModelOutput):
     text_to_audio_focus_widths: tuple | None = None
     audio_to_text_focus_centres: tuple | None = None
     audio_to_text_focus_widths: tuple | None = None
+
+
+def _hide(vector, hidden):
+    """Zero the (B, d) pooled vectors of the examples whose modality is hidden (modality dropout), else as is.
+    A hidden text also zeroes the text branch's pooled vector, which after crossmodal attention carries audio:
+    the rest of the model must then decide from the other branch alone."""
+    return vector if hidden is None else vector.masked_fill(hidden[:, None], 0.0)
 
 
 def _never_empty(mask):
@@ -327,6 +339,12 @@ class MERModel(MERPreTrainedModel):
             audio = self._embed(frames, self.audio_projection)  # (B, T_audio, d_model)
             output.audio_frame_mask = frame_mask
 
+        hidden_text = hidden_audio = None
+        if self.training and self.config.modality_dropout > 0:
+            hidden_text, hidden_audio = self._hidden_modalities(text.shape[0], text.device)
+            text = text.masked_fill(hidden_text[:, None, None], 0.0)
+            audio = audio.masked_fill(hidden_audio[:, None, None], 0.0)
+
         if self.config.uses_text and self.config.uses_audio:
             audio_fused, *t2a = self.text_to_audio(audio, text, frame_mask, text_mask, output_attentions)
             text_fused, *a2t = self.audio_to_text(text, audio, text_mask, frame_mask, output_attentions)
@@ -342,14 +360,22 @@ class MERModel(MERPreTrainedModel):
 
         if self.config.uses_text:
             output.text_states = self.text_self_attention(text_fused, text_fused, text_mask, text_mask)[0]
-            pooled.append(self._pool(output.text_states, text_mask))
+            pooled.append(_hide(self._pool(output.text_states, text_mask), hidden_text))
         if self.config.uses_audio:
             output.audio_states = self.audio_self_attention(audio_fused, audio_fused, frame_mask, frame_mask)[0]
-            pooled.append(self._pool(output.audio_states, frame_mask))
+            pooled.append(_hide(self._pool(output.audio_states, frame_mask), hidden_audio))
             if self.prosody_statistics is not None:
-                pooled.append(self.prosody_statistics(input_values, frame_mask))
+                pooled.append(_hide(self.prosody_statistics(input_values, frame_mask), hidden_audio))
+        output.branch_embeddings = tuple(pooled)
         output.embeddings = self.embedding(torch.cat(pooled, dim=-1))  # F(x): (B, embedding_size)
         return output
+
+    def _hidden_modalities(self, batch, device):
+        """Modality dropout: (B,) masks of the examples whose text, or whose audio, is hidden this step.
+        Drawn on the device (no host sync); an example never loses both."""
+        dropped = torch.rand(batch, device=device) < self.config.modality_dropout
+        text_side = torch.rand(batch, device=device) < 0.5
+        return dropped & text_side, dropped & ~text_side
 
 
 class MERForSequenceClassification(MERPreTrainedModel):
@@ -361,6 +387,14 @@ class MERForSequenceClassification(MERPreTrainedModel):
         self.classifier = nn.Sequential(
             nn.GELU(), nn.Dropout(config.hidden_dropout), nn.Linear(config.embedding_size, config.num_labels)
         )
+        self.branch_classifiers = None
+        if config.has_branch_heads:
+            # One linear head per pooled branch vector, in MERModel's order: text, audio, prosody statistics.
+            branches = len(config.modalities) + int(config.uses_audio and config.use_prosody_statistics)
+            self.branch_classifiers = nn.ModuleList(
+                nn.Sequential(nn.Dropout(config.hidden_dropout), nn.Linear(config.d_model, config.num_labels))
+                for _ in range(branches)
+            )
         self.post_init()
 
     def forward(
@@ -378,11 +412,20 @@ class MERForSequenceClassification(MERPreTrainedModel):
         fused = self.mer(input_ids, attention_mask, input_values, audio_attention_mask, output_attentions,
                          text_encoder_states=text_encoder_states, audio_encoder_states=audio_encoder_states)
         logits = self.classifier(fused.embeddings)
-        loss = ce_loss = triplet_loss = None
+        branch_logits = None
+        if self.branch_classifiers is not None:
+            branch_logits = tuple(head(vector) for head, vector in zip(self.branch_classifiers, fused.branch_embeddings, strict=True))
+            if self.config.late_fusion:
+                logits = logits + torch.stack(branch_logits).sum(0)
+        loss = ce_loss = triplet_loss = auxiliary_loss = None
         if labels is not None:
             loss, ce_loss, triplet_loss = joint_loss(logits, fused.embeddings, labels, self.config.triplet_weight,
                                                      self.config.triplet_margin, self.config.triplet_mining)
+            if self.config.auxiliary_loss_weight > 0:
+                auxiliary_loss = torch.stack([cross_entropy(branch, labels) for branch in branch_logits]).mean()
+                loss = loss + self.config.auxiliary_loss_weight * auxiliary_loss
         return MERSequenceClassifierOutput(loss=loss, logits=logits, ce_loss=ce_loss, triplet_loss=triplet_loss,
+                                           auxiliary_loss=auxiliary_loss, branch_logits=branch_logits,
                                            **{key: value for key, value in fused.items()})
 
 
