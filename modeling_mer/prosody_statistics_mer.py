@@ -33,7 +33,8 @@ class ProsodyStatistics(nn.Module):
 
     Per frame: energy in dB, F0 in semitones above 55 Hz from the normalised autocorrelation peak in 70-400 Hz,
     the peak's height (voicing strength, 0-1), and the MFCCs. Pitch statistics are weighted by voicing (unvoiced
-    frames have no pitch); the others by the frame mask. Mean and spread of each, then LayerNorm and a projection.
+    frames have no pitch); the others by the frame mask. Mean and spread of each, standardised per feature over
+    the training data (what a classic baseline's scaler does), then a projection.
     """
 
     def __init__(self, config, window_length, hop_length):
@@ -44,7 +45,9 @@ class ProsodyStatistics(nn.Module):
         self.min_lag = int(SAMPLING_RATE / F0_MAX_HZ)
         self.max_lag = min(int(SAMPLING_RATE / F0_MIN_HZ), window_length - 1)
         num_features = 2 * (3 + config.num_mfcc)  # mean and spread of (energy, f0, voicing, mfcc)
-        self.norm = nn.LayerNorm(num_features)
+        # Per-feature standardisation with running training statistics. A LayerNorm across these features would
+        # mix decibels, semitones and cepstra in one mean and spread, and lose each feature's absolute level.
+        self.norm = nn.BatchNorm1d(num_features, affine=False)
         self.projection = nn.Sequential(nn.Linear(num_features, config.d_model), nn.GELU())
 
     def frame_features(self, waveform):
@@ -77,5 +80,12 @@ class ProsodyStatistics(nn.Module):
         voiced = mask * voicing.square()  # strongly periodic frames carry the pitch statistics
         pitch = masked_statistics(features[..., 1:2], voiced)
         others = masked_statistics(torch.cat([features[..., :1], features[..., 2:]], dim=-1), mask)
-        statistics = torch.cat([pitch, others], dim=-1).to(self.norm.weight.dtype)
-        return self.projection(self.norm(statistics))
+        statistics = torch.cat([pitch, others], dim=-1).to(self.projection[0].weight.dtype)
+        return self.projection(self.standardise(statistics))
+
+    def standardise(self, statistics):
+        if self.training and statistics.shape[0] == 1:
+            # A batch of one has no spread to standardise by: use (and leave) the running statistics.
+            return nn.functional.batch_norm(statistics, self.norm.running_mean, self.norm.running_var, training=False,
+                                            eps=self.norm.eps)
+        return self.norm(statistics)
