@@ -9,6 +9,7 @@ import torch
 
 from ..audio_io_mer import load_audio
 from ..configuration_mer import SAMPLING_RATE
+from .augmentation import WaveformAugmentation
 
 
 def crop_waveform(waveform: np.ndarray, max_samples: int, training: bool, rng: np.random.Generator) -> np.ndarray:
@@ -32,14 +33,16 @@ class MERDataCollator:
     `audio_attention_mask`) plus `labels` (LongTensor). Rows without an `audio` key (text-only corpora
     such as MELD), or `modalities=("text",)`, give text inputs only; `modalities=("audio",)` gives
     audio inputs only. `max_audio_seconds` crops longer clips (random window when `training`, centre
-    window otherwise). Each random crop is drawn from (seed, epoch, utterance), not from a running
-    generator, so a resumed run (which skips batches without collating them) crops exactly like an
+    window otherwise). `augmentation` (training only) perturbs each clip's speed and adds noise before
+    the crop. Each random crop and augmentation is drawn from (seed, epoch, utterance), not from a running
+    generator, so a resumed run (which skips batches without collating them) sees exactly the views of an
     uninterrupted one; the trainer calls `set_epoch`.
     """
 
     def __init__(self, processor, max_audio_seconds: float | None = None, training: bool = False,
                  modalities: tuple[str, ...] | None = None, seed: int = 0, sampling_rate: int = SAMPLING_RATE,
-                 text_column: str = "text", audio_column: str = "audio", label_column: str = "label"):
+                 text_column: str = "text", audio_column: str = "audio", label_column: str = "label",
+                 augmentation: WaveformAugmentation | None = None):
         if max_audio_seconds is not None and max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive or None, got {max_audio_seconds}.")
         if modalities is not None and (not modalities or set(modalities) - {"text", "audio"}):
@@ -52,11 +55,13 @@ class MERDataCollator:
         self.text_column, self.audio_column, self.label_column = text_column, audio_column, label_column
         self.seed = seed
         self.epoch = 0
+        self.augmentation = augmentation if training and augmentation is not None and augmentation.active else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _crop_rng(self, feature: dict, index: int) -> np.random.Generator:
+    def _view_rng(self, feature: dict, index: int) -> np.random.Generator:
+        """The generator of this clip's training view (augmentation, then crop) in this epoch."""
         key = feature.get("id") or feature.get(self.text_column) or str(index)
         return np.random.default_rng([self.seed, self.epoch, zlib.crc32(str(key).encode())])
 
@@ -79,9 +84,12 @@ class MERDataCollator:
     def _waveform(self, feature: dict, index: int) -> np.ndarray:
         waveform = load_audio(feature[self.audio_column], sampling_rate=self.sampling_rate,
                               name=self._item_name(feature, index))
+        rng = self._view_rng(feature, index)
+        if self.augmentation is not None:
+            waveform = self.augmentation(waveform, rng)
         if self.max_audio_seconds is not None:
             waveform = crop_waveform(waveform, int(round(self.max_audio_seconds * SAMPLING_RATE)),
-                                     self.training, self._crop_rng(feature, index))
+                                     self.training, rng)
         return waveform
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..configuration_mer import MERConfig
+from ..data.augmentation import WaveformAugmentation
 
 
 def _config_field_help() -> dict[str, str]:
@@ -86,6 +87,26 @@ class DataArguments:
         "help": "Also run text only, audio only, no focus attention and no triplet loss on the same folds."})
     max_audio_seconds: float = field(default=15.0, metadata={
         "help": "Longer clips are cropped: a random window in training, the centre window in evaluation."})
+    speed_perturbation: str | None = field(default=None, metadata={
+        "help": "Training augmentation: 'low,high' speed factors, e.g. '0.9,1.1' (tempo and pitch move together)."})
+    noise_probability: float = field(default=0.0, metadata={
+        "help": "Training augmentation: the fraction of clips that get white or pink noise (SNR from --noise_snr_db)."})
+    noise_snr_db: str = field(default="10,40", metadata={"help": "'low,high' signal-to-noise ratio of that noise, in dB."})
+
+    def waveform_augmentation(self) -> WaveformAugmentation:
+        """The training views these flags ask for; a malformed range names its flag."""
+        def pair(flag, text):
+            try:
+                low, high = (float(part) for part in text.split(","))
+            except ValueError:
+                raise ValueError(f"--{flag} {text!r} is not 'low,high' (two numbers, e.g. '0.9,1.1').") from None
+            return low, high
+
+        speed = None if self.speed_perturbation is None else pair("speed_perturbation", self.speed_perturbation)
+        try:
+            return WaveformAugmentation(speed, self.noise_probability, pair("noise_snr_db", self.noise_snr_db))
+        except ValueError as error:
+            raise ValueError(f"Augmentation flags: {error}") from None
 
 
 @dataclass

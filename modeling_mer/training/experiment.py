@@ -74,6 +74,11 @@ def check_arguments(model_args, data_args, training_args):
         raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
     if data_args.corpus == "iemocap" and not data_args.corpus_path:
         raise ValueError("--corpus iemocap needs --corpus_path pointing at IEMOCAP_full_release.")
+    augmentation = data_args.waveform_augmentation()  # a malformed range fails here, named
+    if augmentation.active and model_args.freeze_audio_encoder and "audio" in model_args.modality_tuple:
+        raise ValueError("--speed_perturbation / --noise_probability give a new view of each clip every epoch, but a "
+                         "frozen audio encoder is run once per clip (the feature cache); drop the augmentation or "
+                         "train the audio encoder (--freeze_audio_encoder false).")
 
 
 def build_model(model_args, label_names):
@@ -191,7 +196,7 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         callbacks.append(FrozenEncoderWarmup(model, training_args.frozen_encoder_epochs))
     collate = dict(max_audio_seconds=data_args.max_audio_seconds, modalities=model.config.modalities,
                    seed=training_args.seed)
-    train_collator = MERDataCollator(processor, training=True, **collate)
+    train_collator = MERDataCollator(processor, training=True, augmentation=data_args.waveform_augmentation(), **collate)
     eval_collator = MERDataCollator(processor, training=False, **collate)
     # Frozen encoders run once per utterance; every epoch, fold and ablation row of this run shares the store.
     cache_dir = training_args.feature_cache_dir or Path(training_args.output_dir) / "feature_cache"
