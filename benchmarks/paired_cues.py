@@ -154,17 +154,17 @@ def actor_items(clips, rng):
     if len(calm) != 12 or any((clips["emotion"] == emotion).sum() != 8 for emotion in EMOTIONS):
         raise ValueError(f"{actor}: expected RAVDESS's 12 neutral/calm clips and 8 per emotion; the counts "
                          "per condition (and the 75 % ceiling) rest on them.")
-    silent_voices, neutral_voices = deal(calm, 2, rng, by="label")
-    # Which emotion's words-only items get which neutral/calm clips is drawn, so no emotion always gets the calm ones.
+    words_only_voices, neutral_voices = deal(calm, 2, rng, by="label")  # each 2 neutral + 4 calm
+    # Which emotion's words-only items get which of those is drawn, so no emotion always gets two calm ones.
     order = rng.permutation(len(EMOTIONS))
-    silent = dict(zip([EMOTIONS[index] for index in order], deal(silent_voices, len(EMOTIONS), rng, by="label"),
-                      strict=True))
+    words_only = dict(zip([EMOTIONS[index] for index in order],
+                          deal(words_only_voices, len(EMOTIONS), rng, by="label"), strict=True))
     items = [(clip, "neutral", "neutral", "neutral") for clip in neutral_voices]
     for emotion in EMOTIONS:
         voice_only, both, *_unused = deal(clips[clips["emotion"] == emotion].to_dict("records"), 4, rng,
                                           by="intensity")
         items += [(clip, "neutral", emotion, "voice-only") for clip in voice_only]
-        items += [(clip, emotion, emotion, "words-only") for clip in silent[emotion]]
+        items += [(clip, emotion, emotion, "words-only") for clip in words_only[emotion]]
         items += [(clip, emotion, emotion, "both") for clip in both]
     return items
 

@@ -87,6 +87,10 @@ def test_voices_match_their_condition(folds):
     emotional = frame["cue"].isin(["voice-only", "both"])
     assert (voice[emotional] == frame["label"][emotional].map(codes)).all()
     assert voice[~emotional].isin([codes["neutral"], codes["calm"]]).all()
+    # Voice-only and both get the same intensities (the 4th field: 01 normal, 02 strong), one of each per actor.
+    intensity = frame["path"].map(lambda path: Path(path).name.split("-")[3])
+    counts = Counter(zip(frame["cue"][emotional], intensity[emotional], strict=True))
+    assert set(counts.values()) == {24 * len(paired_cues.EMOTIONS)} and len(counts) == 4
 
 
 def test_cue_scores_match_a_hand_computation():
