@@ -127,18 +127,25 @@ def demo_prosody(dataset):
     return np.stack([prosodic_features(waveform, rate) for waveform, rate in rows])
 
 
+def classic_model(text=False):
+    """The classic baselines' classifier: TF-IDF (word 1-2 grams) + logistic regression on transcripts, or
+    standardised features + logistic regression; class weights balanced."""
+    if text:
+        return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                             LogisticRegression(max_iter=3000, class_weight="balanced", C=4.0))
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
+
+
 def score_baseline(folds, features, text=False):
     """Fit on each fold's train + validation, score its test part: {fold: {ua, weighted_f1}}."""
     scores = {}
     for fold, splits in folds.items():
         fit = datasets.concatenate_datasets([splits["train"], splits["validation"]])
+        model = classic_model(text)
         if text:
-            model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                                  LogisticRegression(max_iter=3000, class_weight="balanced", C=4.0))
             model.fit(fit["text"], fit["label"])
             predicted = model.predict(splits["test"]["text"])
         else:
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
             model.fit(features(fit), fit["label"])
             predicted = model.predict(features(splits["test"]))
         truth = splits["test"]["label"]

@@ -185,6 +185,33 @@ def test_cross_validation_writes_artefacts_and_never_selects_on_test(tmp_path, m
         assert eval_ids and not train_ids & eval_ids
 
 
+def test_each_fold_saves_its_test_logits_and_labels_in_the_test_splits_row_order(tmp_path, monkeypatch):
+    """test_predictions.npz (per-example analyses read it): one row per test utterance, in the split's order,
+    although the evaluation sampler hands the rows over grouped by length."""
+    corpus = synthetic_corpus()
+
+    def tiny_builder(model_args, label_names):
+        return MERForSequenceClassification(tiny_config(id2label=dict(enumerate(label_names)))), tiny_processor()
+
+    monkeypatch.setattr(experiment_module, "build_model", tiny_builder)
+    monkeypatch.setattr(experiment_module, "load_data", lambda data_args: (corpus, list(LABELS)))
+    args = training_args(tmp_path, max_steps=2)  # the default group_by_length: the test rows come sorted by length
+    experiment_module.run(ModelArguments(), DataArguments(cv="loso"), args)
+    for fold, splits in experiment_module.make_folds(corpus, DataArguments(cv="loso")).items():
+        test = splits["test"]
+        assert not np.array_equal(np.argsort(test["duration"]), np.arange(len(test)))  # the order had to be undone
+        folder = experiment_module.fold_dir(tmp_path / "run", "full model", fold)
+        saved = np.load(folder / "test_predictions.npz")
+        assert saved["logits"].shape == (len(test), len(LABELS))
+        np.testing.assert_array_equal(saved["label_ids"], test["label"])
+        # Row i holds utterance i's own logits: the fold's saved model run on that utterance alone.
+        model = MERForSequenceClassification.from_pretrained(folder).eval()
+        collate = MERDataCollator(tiny_processor(), max_audio_seconds=15.0)
+        with torch.no_grad():
+            alone = np.concatenate([model(**collate([row])).logits.numpy() for row in test])
+        np.testing.assert_allclose(saved["logits"], alone, atol=1e-4)
+
+
 def test_impossible_arguments_fail_before_any_model_is_built(tmp_path):
     with pytest.raises(ValueError, match="per_device_train_batch_size 4 or more"):
         experiment_module.check_arguments(ModelArguments(triplet_weight=0.5), DataArguments(),

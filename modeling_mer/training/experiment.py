@@ -225,8 +225,25 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     logits, embeddings = prediction.predictions
     metrics = compute_emotion_metrics(logits.argmax(-1), prediction.label_ids, label_names=label_names)
     if args.should_save:
+        save_test_predictions(trainer, splits["test"], logits, prediction.label_ids, output_dir)
         mark_fold_finished(output_dir, metrics)
     return trainer, processor, metrics, embeddings, prediction.label_ids
+
+
+def save_test_predictions(trainer, test, logits, label_ids, output_dir):
+    """The fold's test logits and label ids as `test_predictions.npz`, in the test split's row order, for
+    per-example analyses (accuracy per subgroup, late fusion of two models' outputs).
+
+    Under group_by_length transformers' evaluation sampler hands the test rows over sorted by length, so the
+    predictions arrive in that order; the sampler is seeded, so a fresh one gives the same order to undo."""
+    sampler = trainer._get_eval_sampler(test)
+    order = np.arange(len(test)) if sampler is None else np.fromiter(iter(sampler), dtype=np.int64)
+    in_rows, labels_in_rows = np.empty_like(logits), np.empty_like(label_ids)
+    in_rows[order], labels_in_rows[order] = logits, label_ids
+    if not np.array_equal(labels_in_rows, np.asarray(test["label"])):
+        raise RuntimeError("The test predictions could not be put back in the test split's row order (their label "
+                           "ids differ from the split's labels); test_predictions.npz was not written.")
+    np.savez(Path(output_dir) / "test_predictions.npz", logits=in_rows, label_ids=labels_in_rows)
 
 
 def preflight(trainer, splits, output_dir):
