@@ -78,6 +78,7 @@ from real_corpora import (  # noqa: E402
     egemaps,
     mer_scores,
     mfcc_statistics,
+    opensmile_missing,
     summary,
 )
 
@@ -94,6 +95,12 @@ MER_ROWS = {
     "mer fused (full model)": PROSODY,
     "mer fused, no focus attention": [*PROSODY, "--use_focus_attention", "false"],
     "mer fused, no triplet loss": [*PROSODY, "--triplet_weight", "0"],
+    # The fusion levers of MERConfig (issue 13): per-branch heads trained on the label and added to the logits,
+    # then also hiding one modality of 30 % of the training examples.
+    "mer fused + branch heads (auxiliary loss, late fusion)": [*PROSODY, "--auxiliary_loss_weight", "1",
+                                                               "--late_fusion", "true"],
+    "mer fused + branch heads + modality dropout 0.3": [*PROSODY, "--auxiliary_loss_weight", "1",
+                                                        "--late_fusion", "true", "--modality_dropout", "0.3"],
 }
 UNIMODAL = ("mer text only", "mer audio only")  # what late fusion combines
 DEMO_CONFIG = REPO / "examples" / "configs" / "demo.yaml"
@@ -301,13 +308,6 @@ CLASSIC_ROWS = {
 }
 FEATURISERS = {"mfcc": mfcc_statistics, "egemaps": egemaps}
 
-
-def opensmile_missing():
-    try:
-        import opensmile  # noqa: F401
-    except ImportError:
-        return True
-    return False
 
 
 # ---------------------------------------------------------------------- the run

@@ -100,6 +100,15 @@ def mfcc_statistics(waveform):
     return np.concatenate([frames.mean(0), frames.std(0)])
 
 
+def opensmile_missing():
+    """eGeMAPS rows need the benchmark-only `opensmile` package; without it they are skipped, with a message."""
+    try:
+        import opensmile  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 @functools.lru_cache(maxsize=1)
 def _smile():
     import opensmile  # benchmark-only: `pip install opensmile`
@@ -194,7 +203,10 @@ def run_row(row, args, work):
         rows = {"mer audio only": mer_scores(audio, work / f"{row}_audio")}
         if row == "ravdess":
             folds = folds_of(data)
-            rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
+            if opensmile_missing():
+                print("eGeMAPS + logistic regression: skipped (`pip install opensmile` to run it)")
+            else:
+                rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
         else:
             rows["mer fused (text + audio)"] = mer_scores([*data, *recipe, "--use_prosody_statistics", "true",
