@@ -121,5 +121,7 @@ def test_rows_are_chosen_by_name_slug_or_group():
     assert rows == [*paired_cues.ORACLES, "mer fused (full model)", "TF-IDF + LR"]
     # Late fusion reads the two single-modality runs, so they run with it.
     assert set(paired_cues.UNIMODAL) <= set(paired_cues.chosen_rows(["late_fusion"]))
+    # Asking for a ceiling by name does not print it twice.
+    assert paired_cues.chosen_rows(["ceiling_a_perfect_voice_only_model"]) == list(paired_cues.ORACLES)
     with pytest.raises(SystemExit, match="unknown row"):
         paired_cues.chosen_rows(["nonsense"])
