@@ -96,6 +96,41 @@ def _encode_mfcc_as_one_op(prosody):
     return encode_mfcc
 
 
+# ---------------------------------------------------------------- the masked group norm as matrix products
+
+
+def _masked_group_norm_by_matmul(norm):
+    """MaskedGroupNorm.forward with its masked sums as batched matrix products with the frame mask.
+
+    The module's own form multiplies the (B, C, T) conv output by the mask, squares it with Pow and also runs the
+    stock group norm for a per-example Where: ten passes over the largest tensor of the graph, 40 % of the int8
+    base model's time at batch 8 in ONNX Runtime. Here a sum over valid frames is `states @ mask` (one read),
+    and unpadded examples take the masked result too (equal to the stock one up to float rounding, ~1e-6).
+    """
+    def forward(states):
+        lengths = norm.frame_lengths
+        if lengths is None or lengths.shape[0] != states.shape[0]:
+            return nn.GroupNorm.forward(norm, states)
+        batch, channels, time = states.shape
+        groups = norm.num_groups
+        valid = (torch.arange(time, device=states.device)[None, :] < lengths[:, None]).to(states.dtype)
+        valid = valid[:, :, None]  # (B, T, 1)
+        count = (lengths * (channels // groups)).to(states.dtype)[:, None, None]  # valid elements per group
+
+        def group_sums(values):  # (B, C, T) -> (B, G, 1): the sum over each group's valid frames
+            return (values @ valid).view(batch, groups, channels // groups).sum(-1, keepdim=True)
+
+        mean = group_sums(states) / count
+        centred = states.view(batch, groups, -1) - mean
+        variance = group_sums((centred * centred).view(batch, channels, time)) / count
+        normalised = (centred * torch.rsqrt(variance + norm.eps)).view(batch, channels, time)
+        if norm.affine:
+            normalised = normalised * norm.weight[None, :, None] + norm.bias[None, :, None]
+        return normalised
+
+    return forward
+
+
 # ---------------------------------------------------------------- the graph
 
 
@@ -122,6 +157,8 @@ def exportable_copy(model):
     mer = model.mer  # forward reads no tensor values; value checks (texts, audio length) are the predictor's
     if mer.speech_encoder is not None and mer.speech_encoder.prosody is not None:
         mer.speech_encoder.prosody.encode_mfcc = _encode_mfcc_as_one_op(mer.speech_encoder.prosody)
+    if mer.speech_encoder is not None and mer.speech_encoder.first_norm is not None:
+        mer.speech_encoder.first_norm.forward = _masked_group_norm_by_matmul(mer.speech_encoder.first_norm)
     return ExportableClassifier(model)
 
 
