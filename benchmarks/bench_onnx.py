@@ -4,10 +4,11 @@
     python benchmarks/bench_onnx.py --demo-model outputs/demo/model  # + the demo model and its test-session UA
 
 Prints utterances/s at batch 1 and batch 8 (4 s audio, 16 tokens), the ratio to PyTorch, and each engine's
-peak resident memory (each engine runs in its own child process so that peaks do not mix). Targets
-(issue 11): int8 >= 2x PyTorch fp32 at both batch sizes, UA drop <= 1 point. On a shared CPU the timings
-move with the other jobs on the machine: the medians of several runs are printed, and the machine's load
-average with them, so read ratios, not absolute numbers.
+own peak resident memory (VmHWM of its own spawned process: `ru_maxrss` there would read the parent's peak).
+Targets (issue 11): int8 >= 2x PyTorch fp32 at both batch sizes, UA drop <= 1 point. On a shared CPU the
+timings move with the other jobs on the machine, so the three engines stay loaded side by side and take turns
+run by run (a load change reaches all three alike); each figure is the median of `--repeats` runs, printed
+with the load average. Read the ratios, not the absolute numbers.
 """
 
 import argparse
@@ -190,7 +191,7 @@ def main():
 
     batches = (1, 8)
     print(f"CPU threads: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f} (shared machine: "
-          "timings of one run can move by tens of percent; ratios are measured within seconds of each other)")
+          "timings of one run can move by tens of percent; the engines take turns run by run)")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if not args.skip_base:
