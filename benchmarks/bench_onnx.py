@@ -4,10 +4,11 @@
     python benchmarks/bench_onnx.py --demo-model outputs/demo/model  # + the demo model and its test-session UA
 
 Prints utterances/s at batch 1 and batch 8 (4 s audio, 16 tokens), the ratio to PyTorch, and each engine's
-peak resident memory (each engine runs in its own child process so that peaks do not mix). Targets
-(issue 11): int8 >= 2x PyTorch fp32 at both batch sizes, UA drop <= 1 point. On a shared CPU the timings
-move with the other jobs on the machine: the medians of several runs are printed, and the machine's load
-average with them, so read ratios, not absolute numbers.
+own peak resident memory (VmHWM of its own spawned process: `ru_maxrss` there would read the parent's peak).
+Targets (issue 11): int8 >= 2x PyTorch fp32 at both batch sizes, UA drop <= 1 point. On a shared CPU the
+timings move with the other jobs on the machine, so the three engines stay loaded side by side and take turns
+run by run (a load change reaches all three alike); each figure is the median of `--repeats` runs, printed
+with the load average. Read the ratios, not the absolute numbers.
 """
 
 import argparse
@@ -42,54 +43,109 @@ def inputs(config, batch):
     return feeds
 
 
-def _time(run, repeats):
-    run()  # warm-up (ORT allocations, oneDNN kernels)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def own_peak_rss_mb():
+    """This process's own peak resident memory, in MB.
+
+    Not `ru_maxrss` on Linux: the kernel carries the high-water mark across fork and exec, so a spawned child
+    reports at least its parent's peak (here the parent that built and exported the base model, so every engine
+    read the same figure). VmHWM belongs to the address space, which exec makes new.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 
 
-def _engine(engine, model_dir, graph, batches, repeats, queue):
-    """Child process: throughput of one engine and its peak RSS."""
+def pytorch_runner(model_dir):
+    """For PyTorch eager: batch size -> a call of the model on that batch's inputs."""
     import torch
 
-    from modeling_mer import MERConfig, MERForSequenceClassification
+    from modeling_mer import MERForSequenceClassification
 
-    result = {}
-    if engine == "pytorch fp32":
-        model = MERForSequenceClassification.from_pretrained(model_dir).eval()
+    torch.set_grad_enabled(False)
+    model = MERForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def for_batch(batch):
+        feeds = {key: torch.from_numpy(value) for key, value in inputs(model.config, batch).items()}
+        return lambda: model(**feeds)
+
+    return for_batch
+
+
+def ort_runner(model_dir, graph):
+    """For an ONNX Runtime session: batch size -> a run of the graph on that batch's inputs."""
+    import onnxruntime
+
+    from modeling_mer import MERConfig
+
+    # Only the config: loading the torch model here would put its weights into this engine's peak RSS.
+    config = MERConfig.from_pretrained(model_dir)
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+    def for_batch(batch):
+        feeds = inputs(config, batch)
+        return lambda: session.run(["logits"], feeds)
+
+    return for_batch
+
+
+def _serve(make_runner, args, connection):
+    """Child process: build one engine, time one run per batch size the parent sends, end with the own peak."""
+    for_batch = make_runner(*args)
+    calls = {}
+    while (batch := connection.recv()) is not None:
+        call = calls.setdefault(batch, for_batch(batch))  # inputs built once, outside the timing
+        start = time.perf_counter()
+        call()
+        connection.send(time.perf_counter() - start)
+    connection.send(own_peak_rss_mb())
+
+
+class EngineProcess:
+    """One engine in its own spawned process, so that its peak RSS is its own and engines can take turns."""
+
+    def __init__(self, make_runner, *args):
+        self.connection, child = multiprocessing.get_context("spawn").Pipe()
+        self.process = multiprocessing.get_context("spawn").Process(target=_serve, args=(make_runner, args, child))
+        self.process.start()
+
+    def seconds(self, batch):
+        self.connection.send(batch)
+        return self.connection.recv()
+
+    def close(self):
+        """Stop the engine; returns its peak RSS in MB."""
+        self.connection.send(None)
+        peak = self.connection.recv()
+        self.process.join()
+        return peak
+
+
+def throughput_table(model_dir, graphs, batches, repeats):
+    """{engine: {batch: utt/s, "peak_mb": MB}} for graphs {engine: ONNX path, or None for PyTorch}.
+
+    The engines take turns run by run (round robin), so a change in the machine's load reaches all of them
+    alike instead of whichever engine happened to run during it; each figure is the median of `repeats` runs.
+    """
+    engines = {engine: EngineProcess(pytorch_runner, str(model_dir)) if graph is None
+               else EngineProcess(ort_runner, str(model_dir), str(graph)) for engine, graph in graphs.items()}
+    times = {engine: {batch: [] for batch in batches} for engine in engines}
+    for batch in batches:
+        for engine in engines.values():
+            engine.seconds(batch)  # warm-up: ORT allocations, oneDNN kernels
+    for _ in range(repeats):
         for batch in batches:
-            feeds = {key: torch.from_numpy(value) for key, value in inputs(model.config, batch).items()}
-            with torch.no_grad():
-                result[batch] = batch / _time(lambda feeds=feeds: model(**feeds), repeats)
-    else:
-        import onnxruntime
-
-        # Only the config: loading the torch model here would put its weights into this child's peak RSS.
-        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
-        config = MERConfig.from_pretrained(model_dir)
-        for batch in batches:
-            feeds = inputs(config, batch)
-            result[batch] = batch / _time(lambda feeds=feeds: session.run(["logits"], feeds), repeats)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(result)
+            for name, engine in engines.items():
+                times[name][batch].append(engine.seconds(batch))
+    return {name: {**{batch: batch / statistics.median(times[name][batch]) for batch in batches},
+                   "peak_mb": engine.close()} for name, engine in engines.items()}
 
 
-def throughput_table(model_dir, export_dir, batches, repeats):
-    graphs = {"pytorch fp32": None, "ORT fp32": str(export_dir / "model.onnx"),
-              "ORT int8": str(export_dir / "model_int8.onnx")}
-    context = multiprocessing.get_context("spawn")
-    rows = {}
-    for engine, graph in graphs.items():
-        queue = context.Queue()
-        process = context.Process(target=_engine, args=(engine, str(model_dir), graph, batches, repeats, queue))
-        process.start()
-        rows[engine] = queue.get()
-        process.join()
-    return rows
+def engine_graphs(export_dir):
+    return {"pytorch fp32": None, "ORT fp32": export_dir / "model.onnx", "ORT int8": export_dir / "model_int8.onnx"}
 
 
 def demo_ua(model_dir, export_dir):
@@ -135,7 +191,7 @@ def main():
 
     batches = (1, 8)
     print(f"CPU threads: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f} (shared machine: "
-          "timings of one run can move by tens of percent; ratios are measured within seconds of each other)")
+          "timings of one run can move by tens of percent; the engines take turns run by run)")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         if not args.skip_base:
@@ -150,7 +206,7 @@ def main():
             print(f"base export + int8 quantization: {time.perf_counter() - start:.0f} s")
             del model
             report("roberta-base + wav2vec2-base shapes, random init, 4 s audio",
-                   throughput_table(scratch / "base", scratch / "base_onnx", batches, args.repeats), batches)
+                   throughput_table(scratch / "base", engine_graphs(scratch / "base_onnx"), batches, args.repeats), batches)
         if args.demo_model is not None:
             from transformers import AutoProcessor
 
@@ -159,7 +215,7 @@ def main():
             export_folder((model, processor), scratch / "demo_onnx", quantize="int8")
             ua = demo_ua(args.demo_model, scratch / "demo_onnx")
             report("demo model (outputs of train.py examples/configs/demo.yaml)",
-                   throughput_table(args.demo_model, scratch / "demo_onnx", batches, args.repeats), batches, ua)
+                   throughput_table(args.demo_model, engine_graphs(scratch / "demo_onnx"), batches, args.repeats), batches, ua)
             print("\n" + json.dumps({"demo_test_ua": ua}))
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
 
