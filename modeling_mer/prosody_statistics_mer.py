@@ -62,7 +62,9 @@ class ProsodyStatistics(nn.Module):
             # Autocorrelation through the FFT (zero-padded to twice the window: no circular wrap-around).
             spectrum = torch.fft.rfft(frames, n=2 * self.window_length)
             autocorrelation = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square())[..., :self.window_length]
-            autocorrelation = autocorrelation / (autocorrelation[..., :1] + 1e-10)
+            # The zero-lag value is the frame's energy (>= 0). A floor rather than an offset: with `+ 1e-10`, ONNX
+            # Runtime gave NaN voicing on all-zero (padding) frames, which then poisoned the whole example.
+            autocorrelation = autocorrelation / autocorrelation[..., :1].clamp(min=1e-10)
             # The plain (biased) autocorrelation picks the lag: it decays with the lag, so a multiple of the
             # period never wins over the period itself (no octave errors down).
             peak, lag = autocorrelation[..., self.min_lag:self.max_lag + 1].max(-1)
