@@ -91,12 +91,27 @@ def test_bad_augmentation_flags_are_named(flags, message):
 
 
 def test_augmenting_a_frozen_cached_audio_encoder_is_refused_before_any_work(tmp_path):
-    from train import parse_arguments
-
     from modeling_mer.training import experiment
+    from train import parse_arguments
 
     model_args, data_args, training_args = parse_arguments([
         "--corpus", "/nonexistent/manifest.csv", "--noise_probability", "0.5", "--freeze_audio_encoder", "true",
         "--output_dir", str(tmp_path / "run")])
     with pytest.raises(ValueError, match="frozen audio encoder"):
         experiment.run(model_args, data_args, training_args)
+
+
+@pytest.mark.parametrize("frozen, augmented", [("text", True), ("audio", False)])
+def test_feature_cache_collator_keeps_the_augmentation_of_what_it_does_not_cache(tmp_path, frozen, augmented):
+    """The demo recipe caches its frozen text encoder: the trained speech side must still get augmented views."""
+    from tiny_models import tiny_config, tiny_processor
+
+    from modeling_mer import MERForSequenceClassification
+    from modeling_mer.training.feature_cache import FeatureCache
+
+    model = MERForSequenceClassification(tiny_config(**{f"freeze_{frozen}_encoder": True}))
+    cache = FeatureCache.for_model(model, tiny_processor(), tmp_path)
+    augmentation = WaveformAugmentation(noise_probability=1.0)
+    training = cache.data_collator(training=True, augmentation=augmentation)
+    assert (training.base.augmentation is augmentation) is augmented
+    assert cache.data_collator(training=False, augmentation=augmentation).base.augmentation is None

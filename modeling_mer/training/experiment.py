@@ -196,7 +196,8 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         callbacks.append(FrozenEncoderWarmup(model, training_args.frozen_encoder_epochs))
     collate = dict(max_audio_seconds=data_args.max_audio_seconds, modalities=model.config.modalities,
                    seed=training_args.seed)
-    train_collator = MERDataCollator(processor, training=True, augmentation=data_args.waveform_augmentation(), **collate)
+    augmentation = data_args.waveform_augmentation()
+    train_collator = MERDataCollator(processor, training=True, augmentation=augmentation, **collate)
     eval_collator = MERDataCollator(processor, training=False, **collate)
     # Frozen encoders run once per utterance; every epoch, fold and ablation row of this run shares the store.
     cache_dir = training_args.feature_cache_dir or Path(training_args.output_dir) / "feature_cache"
@@ -206,7 +207,8 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
         with args.main_process_first(desc="frozen-encoder feature cache"):
             model.to(args.device)
             splits = {name: cache.prepare(split) for name, split in splits.items()}
-        train_collator, eval_collator = cache.data_collator(training=True), cache.data_collator(training=False)
+        train_collator = cache.data_collator(training=True, augmentation=augmentation)
+        eval_collator = cache.data_collator(training=False)
     trainer = MERTrainer(
         model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
         data_collator=train_collator, compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,

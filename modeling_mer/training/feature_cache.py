@@ -256,10 +256,14 @@ class FeatureCache:
                 logger.info("%d clip(s) are longer than %s s: with cached audio states they get the centre "
                             "window in training too (no random crop).", cropped, seconds)
 
-    def data_collator(self, training: bool) -> "CachedFeatureCollator":
-        # Random crops stay on only when the audio states are not cached.
+    def data_collator(self, training: bool, augmentation=None) -> "CachedFeatureCollator":
+        """Training: random crops and `augmentation` (a WaveformAugmentation) of the raw audio, which only what is
+        not cached reads (the prosody branch, a trained speech encoder). With cached audio states neither applies:
+        the states were computed from one view (train.py refuses augmentation then)."""
         training = training and "audio" not in self.modalities
-        return CachedFeatureCollator(self, MERDataCollator(self.processor, training=training, **self.collate_kwargs))
+        base = MERDataCollator(self.processor, training=training, augmentation=augmentation if training else None,
+                               **self.collate_kwargs)
+        return CachedFeatureCollator(self, base)
 
 
 class CachedFeatureCollator:
