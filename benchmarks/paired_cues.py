@@ -39,7 +39,8 @@ paths; path, text, label, speaker, cue, split, duration) that mer trains on with
 
 Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per cue condition:
 - mer (MER_ROWS): the demo recipe (examples/configs/demo.yaml: frozen MiniLM, small wav2vec2 from scratch,
-  d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0), audio cropped to 4 s, the prosody
+  d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0; since session 4 also its noise
+  augmentation, which the README's figures predate), audio cropped to 4 s, the prosody
   statistics for every row with audio; text only, audio only, fused and the fusion ablations. Each fold
   writes its test logits (test_predictions.npz), from which the per-cue accuracy is computed;
 - late fusion of mer's text-only and audio-only models: the mean of their class probabilities, and the sum
