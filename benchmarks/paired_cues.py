@@ -290,8 +290,8 @@ def words_and_voice_lr(fit, test, features):
 
     TF-IDF rows have unit L2 norm; the standardised statistics are divided by sqrt(their dimension) so their
     rows have about unit norm too, and neither block drowns the other under the one penalty."""
-    vectorizer, classifier = classic_model(text=True)[0], classic_model(text=True)[-1]
-    scaler = classic_model()[0]
+    text_model = classic_model(text=True)
+    vectorizer, classifier, scaler = text_model[0], text_model[-1], classic_model()[0]
     table = features["mfcc"]
     voice = {name: np.stack([table[path] for path in part["path"]]) for name, part in (("fit", fit), ("test", test))}
     width = np.sqrt(voice["fit"].shape[1])

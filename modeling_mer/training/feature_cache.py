@@ -261,9 +261,8 @@ class FeatureCache:
         not cached reads (the prosody branch, a trained speech encoder). With cached audio states neither applies:
         the states were computed from one view (train.py refuses augmentation then)."""
         training = training and "audio" not in self.modalities
-        base = MERDataCollator(self.processor, training=training, augmentation=augmentation if training else None,
-                               **self.collate_kwargs)
-        return CachedFeatureCollator(self, base)
+        base = MERDataCollator(self.processor, training=training, augmentation=augmentation, **self.collate_kwargs)
+        return CachedFeatureCollator(self, base)  # (an evaluation collator ignores `augmentation`)
 
 
 class CachedFeatureCollator:
