@@ -70,6 +70,8 @@ class MERConfig(PretrainedConfig):
             `CE + triplet_weight * triplet + auxiliary_loss_weight * mean(branch CEs)`. 0 = off.
         late_fusion: add the branch heads' logits to the fused classifier's logits (a product of the branches'
             experts beside the crossmodal embedding), at training and inference. Builds the branch heads.
+        label_smoothing: epsilon of label-smoothed cross-entropy (Szegedy et al. 2016) in the fused and the branch
+            losses: the target puts 1 - epsilon on the label and epsilon spread evenly over all classes. 0 = off.
         embedding_size: size of the fused embedding F(x) used by the classifier and the triplet loss.
         triplet_weight: lambda of `loss = CE + lambda * triplet`; 0 disables metric learning.
         triplet_margin: margin of the triplet loss (squared L2 on L2-normalised embeddings, so in [0, 4]).
@@ -106,6 +108,7 @@ class MERConfig(PretrainedConfig):
         modality_dropout=0.0,
         auxiliary_loss_weight=0.0,
         late_fusion=False,
+        label_smoothing=0.0,
         embedding_size=128,
         triplet_weight=0.1,
         triplet_margin=DEFAULT_TRIPLET_MARGIN,
@@ -142,6 +145,7 @@ class MERConfig(PretrainedConfig):
         self.modality_dropout = modality_dropout
         self.auxiliary_loss_weight = auxiliary_loss_weight
         self.late_fusion = late_fusion
+        self.label_smoothing = label_smoothing
         self.embedding_size = embedding_size
         self.triplet_weight = triplet_weight
         self.triplet_margin = triplet_margin
@@ -199,6 +203,9 @@ class MERConfig(PretrainedConfig):
         weight = self.auxiliary_loss_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             fail("auxiliary_loss_weight", weight, "a number >= 0")
+        smoothing = self.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+            fail("label_smoothing", smoothing, "a number in [0, 1), e.g. 0.1")
         for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_weighted_layer_sum",
                       "late_fusion"):
             if not isinstance(getattr(self, field), bool):

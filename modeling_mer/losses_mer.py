@@ -157,12 +157,13 @@ def triplet_loss(
     return _MINING_TO_LOSS[mining](embeddings, labels, margin)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the labels that are not IGNORE_INDEX.
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean (label-smoothed) cross-entropy over the labels that are not IGNORE_INDEX.
 
     Sum / number of kept labels equals cross_entropy's "mean" (no class weights), but gives 0 instead of NaN
     when every label is IGNORE_INDEX."""
-    ce_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    ce_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum",
+                             label_smoothing=label_smoothing)
     return ce_sum / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
@@ -173,13 +174,14 @@ def joint_loss(
     triplet_weight: float,
     margin: float = DEFAULT_TRIPLET_MARGIN,
     mining: str = "batch_hard",
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """loss = CE(logits, labels) + triplet_weight * triplet(embeddings, labels).
+    """loss = CE(logits, labels) + triplet_weight * triplet(embeddings, labels), the CE smoothed by `label_smoothing`.
 
     Returns (loss, ce_loss, triplet_loss); the triplet part is returned unweighted so that logs stay
     comparable across values of triplet_weight.
     """
-    ce_loss = cross_entropy(logits, labels)
+    ce_loss = cross_entropy(logits, labels, label_smoothing)
     if triplet_weight == 0:
         # Skip the O(B^2) (batch_all: O(B^3)) mining when it would be multiplied by 0 anyway.
         metric_loss = _graph_connected_zero(embeddings).to(ce_loss.dtype)

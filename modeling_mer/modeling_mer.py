@@ -419,10 +419,12 @@ class MERForSequenceClassification(MERPreTrainedModel):
                 logits = logits + torch.stack(branch_logits).sum(0)
         loss = ce_loss = triplet_loss = auxiliary_loss = None
         if labels is not None:
+            smoothing = self.config.label_smoothing
             loss, ce_loss, triplet_loss = joint_loss(logits, fused.embeddings, labels, self.config.triplet_weight,
-                                                     self.config.triplet_margin, self.config.triplet_mining)
+                                                     self.config.triplet_margin, self.config.triplet_mining, smoothing)
             if self.config.auxiliary_loss_weight > 0:
-                auxiliary_loss = torch.stack([cross_entropy(branch, labels) for branch in branch_logits]).mean()
+                branch_losses = [cross_entropy(branch, labels, smoothing) for branch in branch_logits]
+                auxiliary_loss = torch.stack(branch_losses).mean()
                 loss = loss + self.config.auxiliary_loss_weight * auxiliary_loss
         return MERSequenceClassifierOutput(loss=loss, logits=logits, ce_loss=ce_loss, triplet_loss=triplet_loss,
                                            auxiliary_loss=auxiliary_loss, branch_logits=branch_logits,

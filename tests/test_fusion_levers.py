@@ -76,6 +76,27 @@ def test_auxiliary_loss_is_the_mean_cross_entropy_of_the_branch_heads(processor)
     assert torch.allclose(out.logits, model.classifier(out.embeddings))
 
 
+def smoothed_cross_entropy(logits, labels, epsilon):
+    """By hand: the target is 1 - epsilon on the label plus epsilon / K on every class."""
+    log_p = logits.log_softmax(-1)
+    target = torch.full_like(log_p, epsilon / log_p.shape[-1])
+    target[torch.arange(len(labels)), labels] += 1 - epsilon
+    return -(target * log_p).sum(-1).mean()
+
+
+def test_label_smoothing_smooths_the_fused_and_the_branch_losses(processor):
+    torch.manual_seed(0)
+    config = tiny_config(label_smoothing=0.2, auxiliary_loss_weight=0.5, triplet_weight=0.0, **NO_DROPOUT)
+    model = MERForSequenceClassification(config).eval()
+    labels = torch.tensor([3, 1])
+    out = model(**batch_of(processor), labels=labels)
+    fused = smoothed_cross_entropy(out.logits, labels, 0.2)
+    branches = torch.stack([smoothed_cross_entropy(logits, labels, 0.2) for logits in out.branch_logits]).mean()
+    assert torch.allclose(out.ce_loss, fused) and torch.allclose(out.auxiliary_loss, branches)
+    assert torch.allclose(out.loss, fused + 0.5 * branches)
+    assert not torch.allclose(fused, F.cross_entropy(out.logits, labels))  # it does change the loss
+
+
 def test_late_fusion_adds_the_branch_logits_to_the_fused_logits(processor):
     torch.manual_seed(0)
     model = MERForSequenceClassification(tiny_config(late_fusion=True, **NO_DROPOUT)).eval()
@@ -101,6 +122,8 @@ def test_levers_survive_save_and_load(processor, tmp_path):
     ("modality_dropout", True, "a probability in"),
     ("auxiliary_loss_weight", -0.1, "a number >= 0"),
     ("late_fusion", "yes", "True or False"),
+    ("label_smoothing", 1.0, r"a number in \[0, 1\)"),
+    ("label_smoothing", -0.1, r"a number in \[0, 1\)"),
 ])
 def test_bad_lever_values_are_refused(field, value, message):
     with pytest.raises(ValueError, match=rf"MERConfig\.{field}=.*{message}"):

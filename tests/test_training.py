@@ -223,6 +223,12 @@ def test_impossible_arguments_fail_before_any_model_is_built(tmp_path):
         experiment_module.check_arguments(ModelArguments(), DataArguments(cv="kfold"), training_args(tmp_path))
     with pytest.raises(ValueError, match="corpus_path"):
         experiment_module.check_arguments(ModelArguments(), DataArguments(corpus="iemocap"), training_args(tmp_path))
+    # Trainer's own smoothing flag would be silently ignored by the model's joint loss: refused, naming ours.
+    with pytest.raises(ValueError, match="--label_smoothing_factor 0.1 .* pass --label_smoothing"):
+        experiment_module.check_arguments(ModelArguments(), DataArguments(),
+                                          training_args(tmp_path, label_smoothing_factor=0.1))
+    with pytest.raises(ValueError, match=r"MERConfig\.label_smoothing=1\.5 .* \[0, 1\)"):
+        experiment_module.check_arguments(ModelArguments(label_smoothing=1.5), DataArguments(), training_args(tmp_path))
 
 
 def test_bf16_mixed_precision_run_trains_and_saves_float32_weights(tmp_path, monkeypatch):
