@@ -162,6 +162,11 @@ def submit(browser, url, wav, transcript=None):
     return wait
 
 
+def displayed(browser, selector):
+    """Whether an element matching `selector` is on the page and visible (gradio may leave hidden ones out)."""
+    return any(element.is_displayed() for element in browser.find_elements(By.CSS_SELECTOR, selector))
+
+
 def screenshot(browser, path, keep_as_variable):
     browser.save_screenshot(str(path))
     if os.environ.get(keep_as_variable):
@@ -181,6 +186,9 @@ def test_space_answers_like_the_pipeline(space, bimodal_model, browser, tmp_path
     time.sleep(1)  # let the bar chart and the focus plot draw before the screenshot
     screenshot(browser, tmp_path / "space_demo.png", "MER_SPACE_SCREENSHOT")
     assert shown == expected[0]["label"]
+    # One answer, no timeline: the focus plot shows, the (empty) timeline table and plot do not.
+    assert displayed(browser, "#focus") and not displayed(browser, "#timeline")
+    assert not displayed(browser, "#timeline-plot")
 
 
 @needs_browser
@@ -214,6 +222,7 @@ def test_space_draws_the_timeline_of_a_long_recording(space, audio_model, browse
         assert (float(start), float(end), float(score)) == (round(entry["start"], 2), round(entry["end"], 2),
                                                             round(entry["score"], 3))
     assert drawn > 0
+    assert not displayed(browser, "#focus")  # a timeline has no single focus map
     # The top label of a long recording is the class with the highest mean score over the segments.
     means = {s["label"]: sum(t["score"] for e in expected for t in e["scores"] if t["label"] == s["label"]) / rows
              for s in expected[0]["scores"]}

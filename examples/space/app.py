@@ -76,7 +76,8 @@ def make_analyse(pipe, asr_model=None):
             mean = pd.DataFrame([{"emotion": s["label"], "score": s["score"]} for e in timeline for s in e["scores"]])
             mean = mean.groupby("emotion", as_index=False)["score"].mean()
             top = mean.sort_values("score", ascending=False).iloc[0]["emotion"] if len(mean) else ""
-            return top, mean, None, rows, timeline_figure(timeline) if timeline else None
+            return (top, mean, gr.update(value=None, visible=False), gr.update(value=rows, visible=True),
+                    gr.update(value=timeline_figure(timeline) if timeline else None, visible=True))
         options = {"return_focus": True} if can_focus else {}
         if transcript is None:
             if config.uses_text and asr_model is None:
@@ -86,7 +87,9 @@ def make_analyse(pipe, asr_model=None):
         scores = result["scores"] if isinstance(result, dict) else result
         bars = pd.DataFrame([{"emotion": s["label"], "score": s["score"]} for s in scores])
         focus = focus_figure(result["focus"]) if isinstance(result, dict) and "focus" in result else None
-        return scores[0]["label"], bars, focus, None, None
+        # One answer for a short clip: the timeline parts stay hidden rather than showing an empty table and plot.
+        return (scores[0]["label"], bars, gr.update(value=focus, visible=focus is not None),
+                gr.update(value=None, visible=False), gr.update(value=None, visible=False))
 
     return analyse
 
@@ -103,9 +106,9 @@ def build_demo(model, asr_model=None):
         button = gr.Button("Analyse", variant="primary", elem_id="analyse")
         top = gr.Textbox(label="emotion", interactive=False, elem_id="top-label")
         bars = gr.BarPlot(x="emotion", y="score", y_lim=[0, 1], label="class scores", elem_id="scores")
-        focus = gr.Plot(label="focus", elem_id="focus")
-        rows = gr.Dataframe(label="timeline", elem_id="timeline")
-        timeline = gr.Plot(label="timeline plot", elem_id="timeline-plot")
+        focus = gr.Plot(label="focus", elem_id="focus", visible=False)
+        rows = gr.Dataframe(label="timeline", elem_id="timeline", visible=False)
+        timeline = gr.Plot(label="timeline plot", elem_id="timeline-plot", visible=False)
         button.click(analyse, [audio, transcript], [top, bars, focus, rows, timeline])
     return demo
 
