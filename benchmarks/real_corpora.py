@@ -2,6 +2,7 @@
 
     python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 50 min)
     python benchmarks/real_corpora.py --rows ravdess --epochs 12                        # one row
+    python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
 when it is absent. Rows (each at most ~15 minutes on a 2-core CPU with the defaults below):
@@ -185,7 +186,7 @@ def summary(scores, metric):
 
 
 def run_row(row, args, work):
-    recipe = ["--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", "--seed", "0"]
+    recipe = ["--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", "--seed", "0", *args.mer_flags.split()]
     folds = ["--folds", args.folds] if args.folds else []
     if row == "meld":
         corpus = meld_corpus(work / "meld")
@@ -228,6 +229,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=8, help="mer training epochs of the audio rows")
     parser.add_argument("--meld-epochs", type=int, default=1, help="MiniLM fine-tuning epochs on MELD (the slow part)")
     parser.add_argument("--folds", default=None, help="RAVDESS rows: a subset of the 4 folds, e.g. '1' (faster)")
+    parser.add_argument("--mer-flags", default="", help="Extra train.py flags for the mer rows of ravdess, "
+                        "ravdess_bimodal and demo_audio (a lever to try), e.g. "
+                        "--mer-flags='--speed_perturbation 0.9,1.1' (with '=').")
     parser.add_argument("--json", type=Path, help="Also write the per-fold figures here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
