@@ -1,11 +1,13 @@
 """mer against the classic baselines on real corpora, on the same folds, in one run.
 
-    python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 50 min)
-    python benchmarks/real_corpora.py --rows ravdess --epochs 12                        # one row
+    python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 4 h)
+    python benchmarks/real_corpora.py --rows ravdess --folds 1                          # one row, one fold
     python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
-when it is absent. Rows (each at most ~15 minutes on a 2-core CPU with the defaults below):
+when it is absent. Times measured on the 2-core CPU with two such runs side by side (one thread each): meld
+8 min; ravdess and ravdess_bimodal 23 min per fold and per mer model (so `--folds` one fold stays near the
+15-minute mark only on an idle machine), of which eGeMAPS takes about 1 min; demo_audio 7 min. Rows:
 
 - meld: MELD transcripts, official train/dev/test splits, 7 classes. mer text-only (all-MiniLM-L6-v2
   fine-tuned) vs TF-IDF (word 1-2 grams) + logistic regression. Weighted F1 (MELD's metric) and UA.

@@ -8,6 +8,10 @@ Your corpus is a CSV (or JSONL) manifest with at least `path` (audio, relative t
 
 To keep IEMOCAP's classes and map yours onto them, pass --label_mapping calm=neutral,happy=happy,...;
 labels mapped to nothing (e.g. `--label_mapping surprised=`) are dropped and counted.
+
+Training clips are augmented by default (speed 0.9-1.1, noise on 80 % of them at 5-30 dB SNR): on RAVDESS's
+actor folds this added about 5 points of UA to a speech encoder trained from scratch (README, "Results on real
+data"). `--speed_perturbation none --noise_probability 0` turns it off.
 """
 
 import argparse
@@ -18,7 +22,7 @@ from transformers import EarlyStoppingCallback
 from modeling_mer import MERForSequenceClassification, MERProcessor
 from modeling_mer.data import leave_speakers_out, load_corpus
 from modeling_mer.data.collator import MERDataCollator
-from modeling_mer.training.arguments import MERTrainingArguments
+from modeling_mer.training.arguments import DataArguments, MERTrainingArguments
 from modeling_mer.training.metrics import compute_emotion_metrics
 from modeling_mer.training.trainer import MERTrainer, make_compute_metrics
 
@@ -36,11 +40,18 @@ def parse_arguments(argv=None):
     parser.add_argument("--learning_rate", type=float, default=5e-4, help="Fusion and head.")
     parser.add_argument("--encoder_learning_rate", type=float, default=1e-5)
     parser.add_argument("--max_audio_seconds", type=float, default=10.0)
+    parser.add_argument("--speed_perturbation", default="0.9,1.1", help="'low,high' speed factors, or 'none'.")
+    parser.add_argument("--noise_probability", type=float, default=0.8, help="Fraction of clips that get noise.")
+    parser.add_argument("--noise_snr_db", default="5,30", help="'low,high' SNR of that noise, in dB.")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_arguments(argv)
+    # train.py's own parsing of the three flags, so a malformed range fails here, named, before any loading.
+    speed = None if args.speed_perturbation == "none" else args.speed_perturbation
+    augmentation = DataArguments(speed_perturbation=speed, noise_probability=args.noise_probability,
+                                 noise_snr_db=args.noise_snr_db).waveform_augmentation()
     model_labels = list(MERForSequenceClassification.config_class.from_pretrained(args.model).id2label.values())
     if args.label_mapping:
         # Keep the model's classes (and its head); map the corpus labels onto them.
@@ -66,7 +77,7 @@ def main(argv=None):
     collate = dict(max_audio_seconds=args.max_audio_seconds, modalities=model.config.modalities)
     trainer = MERTrainer(model=model, args=training_args, train_dataset=splits["train"],
                          eval_dataset=splits["validation"], compute_metrics=make_compute_metrics(label_names),
-                         data_collator=MERDataCollator(processor, training=True, **collate),
+                         data_collator=MERDataCollator(processor, training=True, augmentation=augmentation, **collate),
                          callbacks=[EarlyStoppingCallback(early_stopping_patience=3)])
     trainer.train()
 

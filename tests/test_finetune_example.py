@@ -76,3 +76,11 @@ def test_finetune_on_ravdess_with_new_or_mapped_labels(trained_model_folder, tmp
     assert metrics["wa"] == pytest.approx(reported.trace() / reported.sum())
     present = reported.sum(1) > 0
     assert metrics["ua"] == pytest.approx((reported.diagonal()[present] / reported.sum(1)[present]).mean())
+
+
+def test_a_malformed_augmentation_flag_fails_before_anything_loads(tmp_path):
+    # The model folder and manifest do not exist: the flag must be refused before either is read.
+    argv = ["--model", str(tmp_path / "absent"), "--manifest", str(tmp_path / "absent.csv"), "--output_dir",
+            str(tmp_path / "out"), "--noise_snr_db", "30"]
+    with pytest.raises(ValueError, match="--noise_snr_db '30' is not 'low,high'"):
+        load_example().main(argv)
