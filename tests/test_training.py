@@ -171,14 +171,15 @@ def test_cross_validation_writes_artefacts_and_never_selects_on_test(tmp_path, m
     for name in ("results.json", "results.md", "confusion_matrix.png", "embeddings.png", "model/config.json",
                  "model/model.safetensors", "model/README.md", "model/processor_config.json"):
         assert (output / name).exists(), name
-    assert set(results) == {"text only", "audio only", "no focus attention", "no triplet loss", "full model"}
+    assert set(results) == {"text only", "audio only", "no focus attention", "no triplet loss",
+                            "+ branch heads, modality dropout", "full model"}
     assert all(set(folds) == {1, 2, 3} for folds in results.values())
     stored = json.loads((output / "results.json").read_text())
     assert stored["summary"]["full model"]["ua"][0] == pytest.approx(summary["full model"]["ua"][0])
     # Every fold's training and selection data come from other sessions than its test session.
     folds = experiment_module.make_folds(corpus, DataArguments(cv="loso"))
     test_sets = [set(splits["test"]["id"]) for splits in folds.values()]
-    assert len(seen) == 5 * 3
+    assert len(seen) == 6 * 3
     for index, (train_ids, eval_ids) in enumerate(seen):
         test_ids = test_sets[index % 3]
         assert not train_ids & test_ids and not eval_ids & test_ids
@@ -229,6 +230,16 @@ def test_impossible_arguments_fail_before_any_model_is_built(tmp_path):
                                           training_args(tmp_path, label_smoothing_factor=0.1))
     with pytest.raises(ValueError, match=r"MERConfig\.label_smoothing=1\.5 .* \[0, 1\)"):
         experiment_module.check_arguments(ModelArguments(label_smoothing=1.5), DataArguments(), training_args(tmp_path))
+
+
+def test_an_ablation_row_that_cannot_be_built_fails_before_any_data_is_read(tmp_path, monkeypatch):
+    def no_loading(data_args):
+        raise AssertionError("the corpus was read before the rows were checked")
+
+    monkeypatch.setattr(experiment_module, "load_data", no_loading)
+    # Modality dropout hides one of two modalities: the lever row cannot be built on an audio-only model.
+    with pytest.raises(ValueError, match=r"--ablation row '\+ branch heads, modality dropout'.*modality_dropout"):
+        experiment_module.run(ModelArguments(modalities="audio"), DataArguments(ablation=True), training_args(tmp_path))
 
 
 def test_bf16_mixed_precision_run_trains_and_saves_float32_weights(tmp_path, monkeypatch):

@@ -84,7 +84,8 @@ class DataArguments:
     folds: str | None = field(default=None, metadata={"help": "Comma-separated subset of folds to run, e.g. '5'."})
     num_speaker_folds: int = 5
     ablation: bool = field(default=False, metadata={
-        "help": "Also run text only, audio only, no focus attention and no triplet loss on the same folds."})
+        "help": "Also run text only, audio only, no focus attention, no triplet loss and the full model + branch "
+                "heads and modality dropout on the same folds (text + audio models)."})
     max_audio_seconds: float = field(default=15.0, metadata={
         "help": "Longer clips are cropped: a random window in training, the centre window in evaluation."})
     speed_perturbation: str | None = field(default=None, metadata={
