@@ -240,6 +240,11 @@ def test_an_ablation_row_that_cannot_be_built_fails_before_any_data_is_read(tmp_
     # Modality dropout hides one of two modalities: the lever row cannot be built on an audio-only model.
     with pytest.raises(ValueError, match=r"--ablation row '\+ branch heads, modality dropout'.*modality_dropout"):
         experiment_module.run(ModelArguments(modalities="audio"), DataArguments(ablation=True), training_args(tmp_path))
+    # A full model with modality dropout still gets its unimodal rows (they hide nothing): the check passes on
+    # to the data.
+    with pytest.raises(AssertionError, match="the corpus was read"):
+        experiment_module.run(ModelArguments(modality_dropout=0.3), DataArguments(ablation=True),
+                              training_args(tmp_path))
 
 
 def test_bf16_mixed_precision_run_trains_and_saves_float32_weights(tmp_path, monkeypatch):
