@@ -1,7 +1,8 @@
 """The main job, shortened: a real training run on the bundled demo corpus must learn, far above chance.
 
 Measured on this project's 2-core CI machine before the recipe gained noise augmentation: 3 epochs reached test
-UA 0.85 on session 5 (the full 8-epoch run: 0.86; with the augmentation 0.92); chance is 0.25 and a single modality tops out near 0.67 by the corpus design.
+UA 0.85 on session 5 (the full 8-epoch run: 0.86; with the augmentation 0.92); chance is 0.25 and a single
+modality tops out near 0.67 by the corpus design.
 The bar below sits between those: a model that learns at all but ignores one modality cannot pass it by much.
 """
 

@@ -34,7 +34,7 @@ from .resume import (
     mark_fold_finished,
     start_fold,
 )
-from .trainer import FrozenEncoderWarmup, MERTrainer, make_compute_metrics
+from .trainer import FrozenEncoderWarmup, MERTrainer, check_label_smoothing, make_compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ def check_arguments(model_args, data_args, training_args):
     if model_args.triplet_weight > 0 and training_args.per_device_train_batch_size < 4:
         raise ValueError("Triplet mining needs >= 2 classes x >= 2 examples per batch: set "
                          "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
-    if training_args.label_smoothing_factor:
-        # Trainer would smooth only a loss it computes itself; MERTrainer takes the model's joint loss, so the flag
-        # would be silently ignored.
-        raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor} is not used by the MER "
-                         "loss; pass --label_smoothing instead (MERConfig.label_smoothing, saved with the model).")
+    check_label_smoothing(training_args)  # MERTrainer refuses it too; here it fails before any loading
     if data_args.cv not in ("none", "loso", "speakers"):
         raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
     if data_args.corpus == "iemocap" and not data_args.corpus_path:

@@ -16,6 +16,14 @@ def is_encoder_parameter(name):
     return name.startswith(ENCODER_PREFIXES)
 
 
+def check_label_smoothing(args):
+    """Refuse transformers' `label_smoothing_factor`: `Trainer` smooths only a loss it computes itself, and
+    MERTrainer takes the model's joint loss, so the value would be ignored without a word."""
+    if args.label_smoothing_factor:
+        raise ValueError(f"--label_smoothing_factor {args.label_smoothing_factor} is not used by the MER loss; pass "
+                         "--label_smoothing instead (MERConfig.label_smoothing, saved with the model).")
+
+
 def check_label_ids(dataset, config, name):
     """Label ids outside the model's classes fail here, on the host, once; not as a device assert mid-training."""
     if dataset is None or "label" not in getattr(dataset, "column_names", ()):
@@ -91,6 +99,7 @@ class MERTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        check_label_smoothing(self.args)
         for name, dataset in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
             check_label_ids(dataset, self.model.config, name)
         self._loss_parts = {"ce_loss": [], "triplet_loss": []}
