@@ -7,7 +7,7 @@ from tiny_models import random_batch, tiny_config, tiny_processor
 
 from modeling_mer import MERForSequenceClassification
 from modeling_mer.configuration_mer import SAMPLING_RATE
-from modeling_mer.prosody_statistics_mer import ProsodyStatistics, masked_statistics
+from modeling_mer.prosody_statistics_mer import SPEECH_RANGE_DB, ProsodyStatistics, masked_statistics
 
 WINDOW, HOP = 400, 320  # wav2vec2-base framing
 
@@ -48,6 +48,48 @@ def test_masked_statistics_match_numpy_on_the_valid_frames():
     result = masked_statistics(values, mask)
     first = values[0, :4].numpy()
     np.testing.assert_allclose(result[0].numpy(), np.concatenate([first.mean(0), first.std(0)]), atol=1e-5)
+
+
+def weighted_statistics(values, weights):
+    weights = weights[:, None]
+    mean = (values * weights).sum(0) / weights.sum()
+    return np.concatenate([mean, np.sqrt(((values - mean) ** 2 * weights).sum(0) / weights.sum())])
+
+
+def test_statistics_match_numpy_over_speech_frames_and_their_changes(statistics):
+    # A tone, a pause, a louder tone, then a quiet hiss more than SPEECH_RANGE_DB below the loudest frame.
+    rng = np.random.default_rng(1)
+    pause, hiss = np.zeros(3200, np.float32), rng.standard_normal(4000).astype(np.float32) * 1e-4
+    waveform = torch.cat([harmonic_tone(140.0)[0], torch.from_numpy(pause), harmonic_tone(210.0, amplitude=0.6)[0],
+                          torch.from_numpy(hiss)])[None]
+    features = statistics.frame_features(waveform)[0].numpy().astype(np.float64)
+    frames = features.shape[0]
+    result = statistics.statistics(waveform, torch.ones(1, frames))[0].numpy()
+
+    energy_db = features[:, 0] * 10
+    speech = energy_db >= energy_db.max() - SPEECH_RANGE_DB
+    assert 0 < (~speech).sum() < frames  # the pause and the hiss are left out, the tones kept
+    pitch = weighted_statistics(features[:, 1:2], speech * features[:, 2] ** 2)
+    others = weighted_statistics(np.delete(features, 1, axis=1), speech.astype(float))
+    pairs = speech[1:] & speech[:-1]
+    dynamics = weighted_statistics(np.abs(np.diff(features, axis=0)), pairs.astype(float))
+    np.testing.assert_allclose(result, np.concatenate([pitch, others, dynamics]), rtol=1e-4, atol=1e-4)
+
+
+def test_leading_silence_barely_moves_the_statistics(statistics):
+    tone = harmonic_tone(180.0)
+    padded = torch.cat([torch.zeros(1, 16_000), tone], dim=1)  # one second of silence first, as in acted corpora
+
+    def summary(waveform):
+        frames = statistics.frame_features(waveform).shape[1]
+        return statistics.statistics(waveform, torch.ones(1, frames))[0]
+
+    alone, with_silence = summary(tone), summary(padded)
+    # Mean energy (in tens of dB) and mean pitch: the silent second would pull the energy mean down by about
+    # 40 dB if it counted; only the one frame that straddles the onset differs.
+    mean_energy, mean_pitch = 2, 0
+    assert abs(with_silence[mean_energy] - alone[mean_energy]) * 10 < 1.5
+    assert abs(with_silence[mean_pitch] - alone[mean_pitch]) * 12 < 0.3
 
 
 def test_model_with_statistics_is_padding_invariant_and_trains_them():
