@@ -6,13 +6,14 @@
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
 when it is absent. Times measured on the 2-core CPU with two such runs side by side (one thread each): meld
-8 min; ravdess and ravdess_bimodal 23 min per fold and per mer model (so `--folds` one fold stays near the
-15-minute mark only on an idle machine), of which eGeMAPS takes about 1 min; demo_audio 7 min. Rows:
+8 min; ravdess and ravdess_bimodal 15-23 min per fold and per mer model (16 min in the latest four-fold run,
+so `--folds` one fold stays near the 15-minute mark only on an idle machine), of which eGeMAPS takes about
+1 min; demo_audio 7 min. Rows:
 
 - meld: MELD transcripts, official train/dev/test splits, 7 classes. mer text-only (all-MiniLM-L6-v2
   fine-tuned) vs TF-IDF (word 1-2 grams) + logistic regression. Weighted F1 (MELD's metric) and UA.
 - ravdess: RAVDESS speech, 8 classes, 4 actor-independent folds (6 actors each). mer audio-only (small
-  wav2vec2 from scratch + prosody branch) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
+  wav2vec2 from scratch + prosody branch + prosody statistics) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
   MFCC statistics + logistic regression. UA.
 - ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused vs mer
   audio-only (an uninformative modality must not hurt).
