@@ -15,8 +15,9 @@ so `--folds` one fold stays near the 15-minute mark only on an idle machine), of
 - ravdess: RAVDESS speech, 8 classes, 4 actor-independent folds (6 actors each). mer audio-only (small
   wav2vec2 from scratch + prosody branch + prosody statistics) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
   MFCC statistics + logistic regression. UA.
-- ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused vs mer
-  audio-only (an uninformative modality must not hurt).
+- ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused, plain and
+  with the fusion levers (branch heads + modality dropout), vs mer audio-only (an uninformative modality must
+  not hurt). Three mer models per fold.
 - demo_audio: the bundled demo corpus, session 5 held out: mer audio-only vs the linear probe on prosodic
   statistics of benchmarks/demo_corpus_ceiling.py.
 
@@ -213,8 +214,13 @@ def run_row(row, args, work):
                 rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
         else:
-            rows["mer fused (text + audio)"] = mer_scores([*data, *recipe, "--use_prosody_statistics", "true",
-                                                           "--freeze_text_encoder", "true"], work / f"{row}_fused")
+            fused = [*data, *recipe, "--use_prosody_statistics", "true", "--freeze_text_encoder", "true"]
+            rows["mer fused (text + audio)"] = mer_scores(fused, work / f"{row}_fused")
+            # The fusion levers of the paired benchmark: branch heads let the audio branch be scored on its own,
+            # and hiding a modality now and then keeps the fused model from leaning on the sentence.
+            levers = ["--auxiliary_loss_weight", "1", "--late_fusion", "true", "--modality_dropout", "0.3"]
+            rows["mer fused + branch heads + modality dropout 0.3"] = mer_scores([*fused, *levers],
+                                                                                 work / f"{row}_fused_levers")
         return rows
     if row == "demo_audio":
         data = ["--corpus", "demo", "--cv", "none"]
