@@ -3,6 +3,7 @@
     python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 4 h)
     python benchmarks/real_corpora.py --rows ravdess --folds 1                          # one row, one fold
     python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
+    python benchmarks/real_corpora.py --rows demo_audio --seeds 0 1 2 3 4         # mer rows over five seeds
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
 when it is absent. Times measured on the 2-core CPU with two such runs side by side (one thread each): meld
@@ -170,12 +171,18 @@ def score_baseline(folds, features, text=False):
 
 # ---------------------------------------------------------------------- mer
 
-def mer_scores(flags, output_dir):
-    model_args, data_args, training_args = parse_arguments([*flags, "--output_dir", str(output_dir),
-                                                            "--disable_tqdm", "true", "--report_to", "none"])
-    results, _ = experiment.run(model_args, data_args, training_args)
-    return {fold: {"ua": metrics["ua"], "weighted_f1": metrics["weighted_f1"]}
-            for fold, metrics in results["full model"].items()}
+def mer_scores(flags, output_dir, seeds):
+    """Train once per seed and fold: {fold or (fold, seed): {ua, weighted_f1}}."""
+    scores = {}
+    for seed in seeds:
+        model_args, data_args, training_args = parse_arguments([
+            *flags, "--seed", str(seed), "--output_dir", str(output_dir / f"seed{seed}"),
+            "--disable_tqdm", "true", "--report_to", "none"])
+        results, _ = experiment.run(model_args, data_args, training_args)
+        for fold, metrics in results["full model"].items():
+            key = fold if len(seeds) == 1 else f"{fold}, seed {seed}"
+            scores[key] = {"ua": metrics["ua"], "weighted_f1": metrics["weighted_f1"]}
+    return scores
 
 
 def folds_of(flags):
@@ -190,22 +197,22 @@ def summary(scores, metric):
 
 
 def run_row(row, args, work):
-    recipe = ["--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", "--seed", "0", *args.mer_flags.split()]
+    recipe = ["--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", *args.mer_flags.split()]
     folds = ["--folds", args.folds] if args.folds else []
     if row == "meld":
         corpus = meld_corpus(work / "meld")
         data = ["--corpus", str(corpus), "--cv", "none"]
-        mer = mer_scores([*data, "--num_train_epochs", str(args.meld_epochs), "--learning_rate", "1e-3", "--seed", "0",
+        mer = mer_scores([*data, "--num_train_epochs", str(args.meld_epochs), "--learning_rate", "1e-3",
                           "--modalities", "text", "--text_model", "minilm", "--freeze_text_encoder", "false",
                           "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "32"],
-                         work / "meld_run")
+                         work / "meld_run", args.seeds)
         return {"mer text (MiniLM fine-tuned)": mer,
                 "TF-IDF + logistic regression": score_baseline(folds_of(data), None, text=True)}
     if row in ("ravdess", "ravdess_bimodal"):
         data = ["--corpus", str(ravdess_manifest(work, with_text=row == "ravdess_bimodal")), "--cv", "speakers",
                 "--num_speaker_folds", "4", "--max_audio_seconds", "4", *folds]
         audio = [*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"]
-        rows = {"mer audio only": mer_scores(audio, work / f"{row}_audio")}
+        rows = {"mer audio only": mer_scores(audio, work / f"{row}_audio", args.seeds)}
         if row == "ravdess":
             folds = folds_of(data)
             if opensmile_missing():
@@ -215,17 +222,17 @@ def run_row(row, args, work):
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
         else:
             fused = [*data, *recipe, "--use_prosody_statistics", "true", "--freeze_text_encoder", "true"]
-            rows["mer fused (text + audio)"] = mer_scores(fused, work / f"{row}_fused")
+            rows["mer fused (text + audio)"] = mer_scores(fused, work / f"{row}_fused", args.seeds)
             # The fusion levers of the paired benchmark: branch heads let the audio branch be scored on its own,
             # and hiding a modality now and then keeps the fused model from leaning on the sentence.
             levers = ["--auxiliary_loss_weight", "1", "--late_fusion", "true", "--modality_dropout", "0.3"]
-            rows["mer fused + branch heads + modality dropout 0.3"] = mer_scores([*fused, *levers],
-                                                                                 work / f"{row}_fused_levers")
+            rows["mer fused + branch heads + modality dropout 0.3"] = mer_scores(
+                [*fused, *levers], work / f"{row}_fused_levers", args.seeds)
         return rows
     if row == "demo_audio":
         data = ["--corpus", "demo", "--cv", "none"]
         mer = mer_scores([*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"],
-                         work / "demo_audio")
+                         work / "demo_audio", args.seeds)
         _, data_args, _ = parse_arguments(data)
         folds = experiment.make_folds(load_demo(), data_args)
         return {"mer audio only": mer, "prosodic statistics + logistic regression": score_baseline(folds, demo_prosody)}
@@ -241,6 +248,9 @@ def main():
     parser.add_argument("--mer-flags", default="", help="Extra train.py flags for the mer rows of ravdess, "
                         "ravdess_bimodal and demo_audio (a lever to try), e.g. "
                         "--mer-flags='--speed_perturbation 0.9,1.1' (with '=').")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="mer rows: train once per seed and report mean ± std over folds x seeds. One seed is "
+                             "one draw: on demo_audio, seeds 0 and 1 gave 54.5 and 66.5 UA.")
     parser.add_argument("--json", type=Path, help="Also write the per-fold figures here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -251,7 +261,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for row in args.rows:
             table[row] = run_row(row, args, Path(work))
-            print(f"\n## {row}\n\n| model | UA (mean ± std) | weighted F1 | folds |\n|---|---|---|---|")
+            print(f"\n## {row}\n\n| model | UA (mean ± std) | weighted F1 | runs (folds x seeds) |\n|---|---|---|---|")
             for name, scores in table[row].items():
                 print(f"| {name} | {summary(scores, 'ua')} | {summary(scores, 'weighted_f1')} | {len(scores)} |")
     if args.json:
