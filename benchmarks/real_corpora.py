@@ -1,6 +1,6 @@
 """mer against the classic baselines on real corpora, on the same folds, in one run.
 
-    python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 4 h)
+    python benchmarks/real_corpora.py --rows meld ravdess ravdess_bimodal demo_audio   # all rows (about 5 h)
     python benchmarks/real_corpora.py --rows ravdess --folds 1                          # one row, one fold
     python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
     python benchmarks/real_corpora.py --rows demo_audio --seeds 0 1 2 3 4         # mer rows over five seeds
