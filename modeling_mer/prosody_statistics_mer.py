@@ -1,4 +1,4 @@
-"""Utterance-level prosody statistics: pitch, voicing, energy and spectral envelope, pooled over valid frames.
+"""Utterance-level prosody statistics: pitch, voicing, energy and spectral envelope, pooled over speech frames.
 
 Shipped with Hub checkpoints (torch only). A classic acoustic baseline (a logistic regression on F0, energy and
 MFCC statistics) beats a speech encoder trained from scratch on a few hundred utterances, because the statistics
