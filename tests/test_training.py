@@ -118,37 +118,6 @@ def test_encoders_and_fusion_get_their_own_learning_rates(tmp_path):
         assert rates[id(parameter)] == expected, name
 
 
-def test_a_speech_encoder_from_scratch_trains_at_the_fusion_learning_rate(tmp_path):
-    """A randomly initialised encoder is not fine-tuned: it takes learning_rate, the pretrained one keeps its rate."""
-    model = MERForSequenceClassification(tiny_config())
-    trainer = MERTrainer(model=model, args=training_args(tmp_path, learning_rate=1e-3, encoder_learning_rate=1e-5),
-                         train_dataset=synthetic_corpus(), data_collator=MERDataCollator(tiny_processor()),
-                         scratch_encoders=("audio",))
-    rates = {id(parameter): group["lr"] for group in trainer.create_optimizer().param_groups
-             for parameter in group["params"]}
-    for name, parameter in model.named_parameters():
-        expected = 1e-5 if name.startswith("mer.text_encoder.model.") else 1e-3
-        assert rates[id(parameter)] == expected, name
-    with pytest.raises(ValueError, match="scratch_encoders=.*'speech'"):
-        MERTrainer(model=model, args=training_args(tmp_path), train_dataset=synthetic_corpus(),
-                   data_collator=MERDataCollator(tiny_processor()), scratch_encoders=("speech",))
-
-
-@pytest.mark.parametrize("flags,from_scratch,frozen_convolutions", [
-    ([], True, False),  # the small wav2vec2 built from random weights: its convolutions must learn too
-    (["--freeze_feature_encoder", "true"], True, True),  # asked for explicitly: honoured
-    (["--audio_model", "facebook/wav2vec2-base"], False, True),  # pretrained: the usual fine-tuning default
-    (["--init_from", "outputs/demo/model"], False, True),
-    (["--modalities", "text"], False, True),
-])
-def test_train_py_trains_a_from_scratch_speech_encoder_whole(flags, from_scratch, frozen_convolutions):
-    from train import parse_arguments
-
-    model_args, _, _ = parse_arguments(["--output_dir", "unused", *flags])
-    assert model_args.speech_encoder_from_scratch is from_scratch
-    assert model_args.config_overrides()["freeze_feature_encoder"] is frozen_convolutions
-
-
 def test_gradient_accumulation_matches_the_large_batch(tmp_path):
     """2 x batch 4 with accumulation == batch 8: the Trainer divides the loss (forward takes no **kwargs).
 

@@ -58,27 +58,14 @@ class ModelArguments(_MERConfigArguments):
                 "needed, the prosody branch carries the acoustic cues)."})
     init_from: str | None = field(default=None, metadata={
         "help": "A trained MER model folder or Hub id to fine-tune; its head is replaced when the label set differs."})
-    # MERConfig's default (True) is right for a pretrained speech encoder, whose convolutions already hear speech.
-    # Frozen at random initialisation they would be a fixed random filter bank, so a from-scratch encoder trains them.
-    freeze_feature_encoder: bool | None = field(default=None, metadata={
-        "help": "Keep the speech encoder's convolutional feature encoder frozen. Default: frozen for a pretrained "
-                "--audio_model or an --init_from model, trained for the small speech encoder built from scratch."})
 
     @property
     def modality_tuple(self):
         return tuple(part.strip() for part in self.modalities.split(",") if part.strip())
 
-    @property
-    def speech_encoder_from_scratch(self) -> bool:
-        """True when the speech encoder starts from random weights (no --audio_model, no --init_from): then all of
-        it trains, at the fusion's --learning_rate rather than the fine-tuning rate --encoder_learning_rate."""
-        return "audio" in self.modality_tuple and self.audio_model is None and self.init_from is None
-
     def config_overrides(self) -> dict:
         """The MERConfig keyword arguments these flags set."""
         values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(_MERConfigArguments)}
-        if values["freeze_feature_encoder"] is None:
-            values["freeze_feature_encoder"] = not self.speech_encoder_from_scratch
         return {**values, "modalities": self.modality_tuple}
 
 

@@ -217,7 +217,6 @@ def train_fold(model_args, data_args, training_args, splits, label_names, output
     trainer = MERTrainer(
         model=model, args=args, train_dataset=splits["train"], eval_dataset=splits["validation"],
         data_collator=train_collator, compute_metrics=make_compute_metrics(label_names), callbacks=callbacks,
-        scratch_encoders=("audio",) if model_args.speech_encoder_from_scratch else (),
     )
     if not finished:
         preflight(trainer, splits, output_dir)

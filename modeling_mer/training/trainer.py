@@ -9,12 +9,11 @@ from transformers import Trainer, TrainerCallback
 from ..data.sampling import ClassBalancedSampler, LengthGroupedSampler
 from .metrics import compute_emotion_metrics
 
-ENCODER_PREFIXES = {"text": "mer.text_encoder.model.", "audio": "mer.speech_encoder.model."}
+ENCODER_PREFIXES = ("mer.text_encoder.model.", "mer.speech_encoder.model.")
 
 
-def is_encoder_parameter(name, modalities=tuple(ENCODER_PREFIXES)):
-    """Whether `name` is a parameter of the encoder of one of `modalities` (by default, of either encoder)."""
-    return name.startswith(tuple(ENCODER_PREFIXES[modality] for modality in modalities))
+def is_encoder_parameter(name):
+    return name.startswith(ENCODER_PREFIXES)
 
 
 def check_label_smoothing(args):
@@ -91,22 +90,15 @@ class MERTrainer(Trainer):
     - logs `ce_loss` and `triplet_loss` beside `loss` (means since the last log);
     - with `triplet_weight > 0`, draws class-balanced batches (P classes x K examples) so every batch has
       positives and negatives to mine;
-    - gives the pretrained encoders `args.encoder_learning_rate` and the fusion/head `args.learning_rate`; an
-      encoder named in `scratch_encoders` ("text", "audio") starts from random weights and takes
-      `args.learning_rate` too: at a fine-tuning rate such as 2e-5 a random encoder barely moves in a short run;
+    - gives the pretrained encoders `args.encoder_learning_rate` and the fusion/head `args.learning_rate`;
     - draws every training order from (seed, epoch) alone, so a run resumed with `resume_from_checkpoint`
       sees the same batches as an uninterrupted one, and all processes of a distributed run agree on the
       order before accelerate hands each its share of the batches.
     The model's forward takes no `**kwargs`, so the Trainer itself scales the loss under gradient accumulation.
     """
 
-    def __init__(self, *args, scratch_encoders=(), **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        unknown = set(scratch_encoders) - set(ENCODER_PREFIXES)
-        if unknown:
-            raise ValueError(f"scratch_encoders={scratch_encoders!r} names {sorted(unknown)}: expected a subset of "
-                             f"{tuple(ENCODER_PREFIXES)}.")
-        self.pretrained_encoders = tuple(modality for modality in ENCODER_PREFIXES if modality not in scratch_encoders)
         check_label_smoothing(self.args)
         for name, dataset in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
             check_label_ids(dataset, self.model.config, name)
@@ -180,7 +172,7 @@ class MERTrainer(Trainer):
             for name, parameter in model.named_parameters():
                 if not parameter.requires_grad:
                     continue
-                is_encoder = is_encoder_parameter(name, self.pretrained_encoders)
+                is_encoder = is_encoder_parameter(name)
                 key = (is_encoder, name in decay)
                 groups.setdefault(key, {
                     "params": [],
