@@ -4,6 +4,7 @@
     python benchmarks/real_corpora.py --rows ravdess --folds 1                          # one row, one fold
     python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
     python benchmarks/real_corpora.py --rows demo_audio --seeds 0 1 2 3 4         # mer rows over five seeds
+    python benchmarks/real_corpora.py --rows ravdess --no-mer      # the classic and probe rows alone (about 2 min)
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
 when it is absent. Times measured on the 2-core CPU with two such runs side by side (one thread each): meld
@@ -15,7 +16,10 @@ so `--folds` one fold stays near the 15-minute mark only on an idle machine), of
   fine-tuned) vs TF-IDF (word 1-2 grams) + logistic regression. Weighted F1 (MELD's metric) and UA.
 - ravdess: RAVDESS speech, 8 classes, 4 actor-independent folds (6 actors each). mer audio-only (small
   wav2vec2 from scratch + prosody branch + prosody statistics) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
-  MFCC statistics + logistic regression. UA.
+  MFCC statistics + logistic regression. UA. Two probe rows, not baselines, say what mer's audio side is
+  given: a logistic regression on mer's own prosody statistics (the vector `use_prosody_statistics` adds),
+  and the same with the eGeMAPS functionals beside them in one logistic regression (what eGeMAPS knows that
+  those statistics lack).
 - ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused, plain and
   with the fusion levers (branch heads + modality dropout), vs mer audio-only (an uninformative modality must
   not hurt). Three mer models per fold.
@@ -43,6 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from transformers import Wav2Vec2Config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -54,13 +59,19 @@ from demo_corpus_ceiling import prosodic_features  # noqa: E402
 from modeling_mer.audio_io_mer import load_audio  # noqa: E402
 from modeling_mer.configuration_mer import SAMPLING_RATE  # noqa: E402
 from modeling_mer.data import load_demo  # noqa: E402
+from modeling_mer.data.collator import crop_waveform  # noqa: E402
+from modeling_mer.encoders_mer import receptive_field  # noqa: E402
+from modeling_mer.prosody_statistics_mer import ProsodyStatistics  # noqa: E402
 from modeling_mer.spectral_mer import SpectralFeatures  # noqa: E402
 from modeling_mer.training import experiment  # noqa: E402
+from modeling_mer.training.arguments import DataArguments  # noqa: E402
+from modeling_mer.training.experiment import SMALL_SPEECH_ENCODER  # noqa: E402
 from train import parse_arguments  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 MELD_COLUMNS = {"Utterance": "text", "Emotion": "label", "Speaker": "speaker"}
 MELD_SPLITS = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+MAX_AUDIO_SECONDS = 4  # the RAVDESS rows' crop (clips run 3-5 s)
 
 
 # ---------------------------------------------------------------------- corpora
@@ -125,6 +136,30 @@ def _smile():
 def egemaps(waveform):
     """The 88 eGeMAPS v02 functionals of openSMILE, the field's standard acoustic baseline."""
     return _smile().process_signal(waveform, SAMPLING_RATE).to_numpy()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _mer_statistics_module():
+    """The prosody statistics of an audio-only mer model with the small speech encoder (they have no weights
+    before their standardisation, so an untrained module computes exactly what a trained one is given)."""
+    from modeling_mer import MERConfig
+
+    audio_config = Wav2Vec2Config(**SMALL_SPEECH_ENCODER)
+    config = MERConfig(modalities=("audio",), audio_config=audio_config, use_prosody_statistics=True)
+    return ProsodyStatistics(config, receptive_field(audio_config), audio_config.inputs_to_logits_ratio).eval()
+
+
+def mer_statistics(waveform, max_seconds=MAX_AUDIO_SECONDS):
+    """mer's own prosody statistics of the clip as the model sees it in evaluation (the centre window)."""
+    module = _mer_statistics_module()
+    samples = torch.from_numpy(crop_waveform(waveform, int(max_seconds * SAMPLING_RATE), False, None))[None]
+    frames = (samples.shape[1] - module.window_length) // module.hop_length + 1
+    with torch.no_grad():
+        return module.statistics(samples, torch.ones(1, frames, dtype=torch.bool))[0].numpy()
+
+
+def mer_statistics_and_egemaps(waveform):
+    return np.concatenate([mer_statistics(waveform), egemaps(waveform)])
 
 
 def waveforms(dataset):
@@ -202,24 +237,30 @@ def run_row(row, args, work):
     if row == "meld":
         corpus = meld_corpus(work / "meld")
         data = ["--corpus", str(corpus), "--cv", "none"]
-        mer = mer_scores([*data, "--num_train_epochs", str(args.meld_epochs), "--learning_rate", "1e-3",
-                          "--modalities", "text", "--text_model", "minilm", "--freeze_text_encoder", "false",
-                          "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "32"],
-                         work / "meld_run", args.seeds)
-        return {"mer text (MiniLM fine-tuned)": mer,
-                "TF-IDF + logistic regression": score_baseline(folds_of(data), None, text=True)}
+        rows = {} if args.no_mer else {"mer text (MiniLM fine-tuned)": mer_scores(
+            [*data, "--num_train_epochs", str(args.meld_epochs), "--learning_rate", "1e-3", "--modalities", "text",
+             "--text_model", "minilm", "--freeze_text_encoder", "false", "--encoder_learning_rate", "5e-5",
+             "--per_device_train_batch_size", "32"], work / "meld_run", args.seeds)}
+        return {**rows, "TF-IDF + logistic regression": score_baseline(folds_of(data), None, text=True)}
     if row in ("ravdess", "ravdess_bimodal"):
         data = ["--corpus", str(ravdess_manifest(work, with_text=row == "ravdess_bimodal")), "--cv", "speakers",
-                "--num_speaker_folds", "4", "--max_audio_seconds", "4", *folds]
+                "--num_speaker_folds", "4", "--max_audio_seconds", str(MAX_AUDIO_SECONDS), *folds]
         audio = [*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"]
-        rows = {"mer audio only": mer_scores(audio, work / f"{row}_audio", args.seeds)}
+        rows = {} if args.no_mer else {"mer audio only": mer_scores(audio, work / f"{row}_audio", args.seeds)}
         if row == "ravdess":
             folds = folds_of(data)
             if opensmile_missing():
-                print("eGeMAPS + logistic regression: skipped (`pip install opensmile` to run it)")
+                print("eGeMAPS rows: skipped (`pip install opensmile` to run them)")
             else:
                 rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
+            rows["probe: logistic regression on mer's prosody statistics"] = score_baseline(
+                folds, acoustic(mer_statistics))
+            if not opensmile_missing():
+                rows["probe: mer's prosody statistics + eGeMAPS, one logistic regression"] = score_baseline(
+                    folds, acoustic(mer_statistics_and_egemaps))
+        elif args.no_mer:
+            raise SystemExit("--no-mer: the ravdess_bimodal row has no classic rows (it compares mer models)")
         else:
             fused = [*data, *recipe, "--use_prosody_statistics", "true", "--freeze_text_encoder", "true"]
             rows["mer fused (text + audio)"] = mer_scores(fused, work / f"{row}_fused", args.seeds)
@@ -231,11 +272,15 @@ def run_row(row, args, work):
         return rows
     if row == "demo_audio":
         data = ["--corpus", "demo", "--cv", "none"]
-        mer = mer_scores([*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"],
-                         work / "demo_audio", args.seeds)
+        rows = {} if args.no_mer else {"mer audio only": mer_scores(
+            [*data, *recipe, "--modalities", "audio", "--use_prosody_statistics", "true"], work / "demo_audio",
+            args.seeds)}
         _, data_args, _ = parse_arguments(data)
         folds = experiment.make_folds(load_demo(), data_args)
-        return {"mer audio only": mer, "prosodic statistics + logistic regression": score_baseline(folds, demo_prosody)}
+        # train.py's default crop (15 s) leaves every demo clip whole.
+        whole = functools.partial(mer_statistics, max_seconds=DataArguments().max_audio_seconds)
+        return {**rows, "prosodic statistics + logistic regression": score_baseline(folds, demo_prosody),
+                "probe: logistic regression on mer's prosody statistics": score_baseline(folds, acoustic(whole))}
     raise ValueError(f"unknown row {row!r}")
 
 
@@ -251,6 +296,8 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="mer rows: train once per seed and report mean ± std over folds x seeds. One seed is "
                              "one draw: on demo_audio, seeds 0 and 1 gave 54.5 and 66.5 UA.")
+    parser.add_argument("--no-mer", action="store_true",
+                        help="Only the classic and probe rows (meld, ravdess, demo_audio): no mer training.")
     parser.add_argument("--json", type=Path, help="Also write the per-fold figures here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
