@@ -158,17 +158,21 @@ def mer_statistics(waveform, max_seconds=MAX_AUDIO_SECONDS):
         return module.statistics(samples, torch.ones(1, frames, dtype=torch.bool))[0].numpy()
 
 
-def mer_statistics_and_egemaps(waveform):
-    return np.concatenate([mer_statistics(waveform), egemaps(waveform)])
-
-
-def waveforms(dataset):
-    return [load_audio(audio, name=str(index)) for index, audio in enumerate(dataset["audio"])]
-
-
 def acoustic(featurise):
+    """dataset -> (N, F) features of its clips. A clip stored as a file is featurised once for all folds (each
+    fold refits on three quarters of the same clips; eGeMAPS costs about 0.1 s a clip)."""
+    by_path = {}
+
+    def clip(audio, index):
+        path = audio.get("path") if isinstance(audio, dict) and audio.get("bytes") is None else None
+        if path is None:
+            return featurise(load_audio(audio, name=str(index)))
+        if path not in by_path:
+            by_path[path] = featurise(load_audio(audio, name=path))
+        return by_path[path]
+
     def features(dataset):
-        return np.stack([featurise(waveform) for waveform in waveforms(dataset)])
+        return np.stack([clip(audio, index) for index, audio in enumerate(dataset["audio"])])
     return features
 
 
@@ -252,13 +256,14 @@ def run_row(row, args, work):
             if opensmile_missing():
                 print("eGeMAPS rows: skipped (`pip install opensmile` to run them)")
             else:
-                rows["eGeMAPS + logistic regression"] = score_baseline(folds, acoustic(egemaps))
+                functionals = acoustic(egemaps)
+                rows["eGeMAPS + logistic regression"] = score_baseline(folds, functionals)
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
-            rows["probe: logistic regression on mer's prosody statistics"] = score_baseline(
-                folds, acoustic(mer_statistics))
+            statistics = acoustic(mer_statistics)
+            rows["probe: logistic regression on mer's prosody statistics"] = score_baseline(folds, statistics)
             if not opensmile_missing():
                 rows["probe: mer's prosody statistics + eGeMAPS, one logistic regression"] = score_baseline(
-                    folds, acoustic(mer_statistics_and_egemaps))
+                    folds, lambda dataset: np.concatenate([statistics(dataset), functionals(dataset)], axis=1))
         elif args.no_mer:
             raise SystemExit("--no-mer: the ravdess_bimodal row has no classic rows (it compares mer models)")
         else:

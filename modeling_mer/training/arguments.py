@@ -55,7 +55,10 @@ class ModelArguments(_MERConfigArguments):
     audio_model: str | None = field(default=None, metadata={
         "help": "Speech encoder: a Hub id (facebook/wav2vec2-base) or local folder of a wav2vec2-family model. "
                 "Empty: a small randomly initialised wav2vec2 (the demo's default; no pretrained speech model is "
-                "needed, the prosody branch carries the acoustic cues)."})
+                "needed, the prosody branch carries the acoustic cues). Like a pretrained one it keeps its "
+                "convolutions frozen and trains at --encoder_learning_rate, so it stays close to a random front "
+                "end; training it whole (--freeze_feature_encoder false --encoder_learning_rate 1e-3) measured "
+                "worse on RAVDESS (docs/method.md 1.4)."})
     init_from: str | None = field(default=None, metadata={
         "help": "A trained MER model folder or Hub id to fine-tune; its head is replaced when the label set differs."})
 
