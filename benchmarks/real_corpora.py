@@ -4,13 +4,14 @@
     python benchmarks/real_corpora.py --rows ravdess --folds 1                          # one row, one fold
     python benchmarks/real_corpora.py --rows ravdess --folds 2 --mer-flags="--label_smoothing 0.1"   # a lever
     python benchmarks/real_corpora.py --rows demo_audio --seeds 0 1 2 3 4         # mer rows over five seeds
-    python benchmarks/real_corpora.py --rows ravdess --no-mer      # the classic and probe rows alone (about 2 min)
+    python benchmarks/real_corpora.py --rows ravdess --no-mer      # the classic and probe rows alone, no mer training
 
 Data come from ../shared/data at run time (never copied into the project); every row skips with a message
 when it is absent. Times measured on the 2-core CPU with two such runs side by side (one thread each): meld
 8 min; ravdess and ravdess_bimodal 15-23 min per fold and per mer model (16 min in the latest four-fold run,
-so `--folds` one fold stays near the 15-minute mark only on an idle machine), of which eGeMAPS takes about
-1 min; demo_audio 7 min. Rows:
+so `--folds` one fold stays near the 15-minute mark only on an idle machine); demo_audio 7 min. The classic
+and probe rows of ravdess and demo_audio together (`--no-mer`), each clip featurised once: 8 min beside three
+other jobs. Rows:
 
 - meld: MELD transcripts, official train/dev/test splits, 7 classes. mer text-only (all-MiniLM-L6-v2
   fine-tuned) vs TF-IDF (word 1-2 grams) + logistic regression. Weighted F1 (MELD's metric) and UA.
