@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import datasets  # noqa: E402
 from demo_corpus_ceiling import prosodic_features  # noqa: E402
 
+from modeling_mer import MERConfig  # noqa: E402
 from modeling_mer.audio_io_mer import load_audio  # noqa: E402
 from modeling_mer.configuration_mer import SAMPLING_RATE  # noqa: E402
 from modeling_mer.data import load_demo  # noqa: E402
@@ -143,8 +144,6 @@ def egemaps(waveform):
 def _mer_statistics_module():
     """The prosody statistics of an audio-only mer model with the small speech encoder (they have no weights
     before their standardisation, so an untrained module computes exactly what a trained one is given)."""
-    from modeling_mer import MERConfig
-
     audio_config = Wav2Vec2Config(**SMALL_SPEECH_ENCODER)
     config = MERConfig(modalities=("audio",), audio_config=audio_config, use_prosody_statistics=True)
     return ProsodyStatistics(config, receptive_field(audio_config), audio_config.inputs_to_logits_ratio).eval()
@@ -154,7 +153,7 @@ def mer_statistics(waveform, max_seconds=MAX_AUDIO_SECONDS):
     """mer's own prosody statistics of the clip as the model sees it in evaluation (the centre window)."""
     module = _mer_statistics_module()
     samples = torch.from_numpy(crop_waveform(waveform, int(max_seconds * SAMPLING_RATE), False, None))[None]
-    frames = (samples.shape[1] - module.window_length) // module.hop_length + 1
+    frames = int(module.spectral.num_frames(torch.tensor(samples.shape[1])))  # the encoder's frame count
     with torch.no_grad():
         return module.statistics(samples, torch.ones(1, frames, dtype=torch.bool))[0].numpy()
 
