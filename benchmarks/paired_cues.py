@@ -80,6 +80,7 @@ from real_corpora import (  # noqa: E402
     mer_scores,
     mfcc_statistics,
     opensmile_missing,
+    seed_dir,
     summary,
 )
 
@@ -253,8 +254,9 @@ def mer_logits(flags, manifest, output_dir, epochs, feature_cache):
     data = ["--corpus", str(manifest), "--cv", "none", "--class_names", ",".join(CLASSES),
             "--max_audio_seconds", str(MAX_AUDIO_SECONDS), "--feature_cache_dir", str(feature_cache)]
     with contextlib.redirect_stdout(sys.stderr):  # the run's own tables and logs: stdout is for this table
-        mer_scores([*data, *demo_recipe(epochs), *flags], output_dir)
-    saved = np.load(experiment.fold_dir(output_dir, "full model", "given") / "test_predictions.npz")
+        mer_scores([*data, *demo_recipe(epochs), *flags], output_dir, seeds=[SEED])
+    run_dir = seed_dir(output_dir, SEED)
+    saved = np.load(experiment.fold_dir(run_dir, "full model", "given") / "test_predictions.npz")
     return saved["logits"], saved["label_ids"]
 
 

@@ -210,12 +210,17 @@ def score_baseline(folds, features, text=False):
 
 # ---------------------------------------------------------------------- mer
 
+def seed_dir(output_dir, seed):
+    """Where mer_scores puts one seed's run (its folds' folders below it)."""
+    return output_dir / f"seed{seed}"
+
+
 def mer_scores(flags, output_dir, seeds):
     """Train once per seed and fold: {fold or (fold, seed): {ua, weighted_f1}}."""
     scores = {}
     for seed in seeds:
         model_args, data_args, training_args = parse_arguments([
-            *flags, "--seed", str(seed), "--output_dir", str(output_dir / f"seed{seed}"),
+            *flags, "--seed", str(seed), "--output_dir", str(seed_dir(output_dir, seed)),
             "--disable_tqdm", "true", "--report_to", "none"])
         results, _ = experiment.run(model_args, data_args, training_args)
         for fold, metrics in results["full model"].items():

@@ -1,6 +1,7 @@
 """benchmarks/paired_cues.py: the paired corpus's folds, its cue balance (the 75 % ceiling) and the per-cue scores.
 
-The corpus tests build it from ../shared/data (RAVDESS, MELD) and skip without it; nothing here trains mer."""
+The corpus tests build it from ../shared/data (RAVDESS, MELD) and skip without it; one trains mer for an epoch on a
+few items, to check the plumbing from a fold manifest to its saved test logits."""
 
 import sys
 from collections import Counter
@@ -125,3 +126,18 @@ def test_rows_are_chosen_by_name_slug_or_group():
     assert paired_cues.chosen_rows(["ceiling_a_perfect_voice_only_model"]) == list(paired_cues.ORACLES)
     with pytest.raises(SystemExit, match="unknown row"):
         paired_cues.chosen_rows(["nonsense"])
+
+
+@needs_data
+def test_a_mer_row_trains_on_a_fold_manifest_and_returns_its_test_logits_in_row_order(folds, tmp_path):
+    # A few items per split and one epoch: this checks the plumbing from the manifest to the saved test logits
+    # (the call into real_corpora's trainer and where it writes), not the accuracy.
+    frame = folds["0"]
+    small = pd.concat([part.groupby("label").head(2) for _, part in frame.groupby("split", sort=False)])
+    manifest = tmp_path / "small_fold.csv"
+    small.to_csv(manifest, index=False)
+    logits, label_ids = paired_cues.mer_logits(paired_cues.MER_ROWS["mer audio only"], manifest, tmp_path / "run",
+                                               epochs=1, feature_cache=tmp_path / "cache")
+    test = small[small["split"] == "test"]
+    assert logits.shape == (len(test), len(paired_cues.CLASSES)) and np.isfinite(logits).all()
+    assert np.asarray(paired_cues.CLASSES)[label_ids].tolist() == test["label"].tolist()
