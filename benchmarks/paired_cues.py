@@ -1,6 +1,8 @@
 """Real voices x real words: does a fused model use the emotion wherever it sits, in the voice, the words or both?
 
-    python benchmarks/paired_cues.py                              # every row, 4 folds (~2 h on 2 busy CPU cores)
+    python benchmarks/paired_cues.py                              # every row, 4 folds (~4-5 h on 2 CPU cores)
+    python benchmarks/paired_cues.py --folds 0 1 --rows mer_text_only mer_audio_only late_fusion classic
+        mer_fused_branch_heads_modality_dropout_0_3   # the README's table, folds 0-1 (25 min; run --folds 2 3 beside it)
     python benchmarks/paired_cues.py --rows classic               # the classic rows alone (~20 s)
     python benchmarks/paired_cues.py --folds 0 --epochs 1         # smoke run (~5 min)
     python benchmarks/paired_cues.py --rows mer_fused_full_model --folds 0     # one row, one fold (~8 min)
@@ -39,9 +41,8 @@ paths; path, text, label, speaker, cue, split, duration) that mer trains on with
 
 Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per cue condition:
 - mer (MER_ROWS): the demo recipe (examples/configs/demo.yaml: frozen MiniLM, small wav2vec2 from scratch,
-  d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0; since session 4 also its noise
-  augmentation, which the README's figures predate), audio cropped to 4 s, the prosody
-  statistics for every row with audio; text only, audio only, fused and the fusion ablations. Each fold
+  d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0, noise augmentation), audio cropped to
+  4 s, the prosody statistics for every row with audio; text only, audio only, fused and the fusion ablations. Each fold
   writes its test logits (test_predictions.npz), from which the per-cue accuracy is computed;
 - late fusion of mer's text-only and audio-only models: the mean of their class probabilities, and the sum
   of their log-probabilities (computed from the saved test logits, so it runs those two rows);
