@@ -508,3 +508,18 @@ def test_every_corpus_shape_trains_evaluates_tests_and_saves_through_train_py(tm
     assert model.config.id2label == dict(enumerate(sorted(SHAPE_LABELS)))
     assert model.config.modalities == {"text_only": ("text",), "audio_only": ("audio",)}.get(shape, ("text", "audio"))
     assert hub_metadata_problems(output / "model" / "README.md") == []
+
+
+def test_fine_tuning_takes_this_runs_training_flags_and_the_checkpoints_architecture(tmp_path):
+    # --init_from used to pass on only the triplet and freeze flags: --label_smoothing or --modality_dropout on a
+    # fine-tuning run were dropped without a word.
+    from tiny_folders import save_tiny_model
+
+    save_tiny_model(tmp_path / "trained", d_model=32)
+    model_args = ModelArguments(init_from=str(tmp_path / "trained"), label_smoothing=0.1, modality_dropout=0.3,
+                                triplet_weight=0.0, d_model=64)
+    model, _ = experiment_module.build_model(model_args, ["calm", "angry"])
+    config = model.config
+    assert (config.label_smoothing, config.modality_dropout, config.triplet_weight) == (0.1, 0.3, 0.0)
+    assert config.d_model == 32 and config.id2label == {0: "calm", 1: "angry"}  # architecture from the checkpoint
+    assert set(experiment_module.TRAINING_ONLY) < set(model_args.config_overrides())

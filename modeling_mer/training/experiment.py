@@ -86,14 +86,21 @@ def check_arguments(model_args, data_args, training_args):
                          "train the audio encoder (--freeze_audio_encoder false).")
 
 
+# MERConfig fields that shape the loss or the training steps but no weight: a fine-tuning run (--init_from) takes
+# them from its own flags; every other field comes from the checkpoint.
+TRAINING_ONLY = ("triplet_weight", "triplet_margin", "triplet_mining", "label_smoothing", "modality_dropout",
+                 "freeze_feature_encoder", "freeze_audio_encoder", "freeze_text_encoder")
+
+
 def build_model(model_args, label_names):
     id2label = dict(enumerate(label_names))
     overrides = model_args.config_overrides()
     if model_args.init_from:
         # Fine-tuning a trained MER model: keep encoders and fusion, replace the head if the label set differs.
+        # The architecture is the checkpoint's; how this run trains (the TRAINING_ONLY fields) is this run's.
         model = MERForSequenceClassification.from_pretrained(
             model_args.init_from, id2label=id2label, label2id={n: i for i, n in id2label.items()},
-            ignore_mismatched_sizes=True, **{k: v for k, v in overrides.items() if k.startswith(("triplet", "freeze"))})
+            ignore_mismatched_sizes=True, **{field: overrides[field] for field in TRAINING_ONLY})
         model.apply_freezing()
         return model, MERProcessor.from_pretrained(model_args.init_from)
     text_model = resolve_text_model(model_args.text_model)
