@@ -11,7 +11,9 @@ labels mapped to nothing (e.g. `--label_mapping surprised=`) are dropped and cou
 
 Training clips can be augmented (`--speed_perturbation 0.9,1.1 --noise_probability 0.8 --noise_snr_db 5,30`);
 it is off by default: on RAVDESS's four actor folds it moved a from-scratch speech encoder by +5.5, +4.9, -4.4
-and -6.8 UA points, no gain on average (README, "Results on real data").
+and -6.8 UA points, no gain on average (README, "Results on real data"). Label smoothing 0.1 is on by default:
++1.6 UA over RAVDESS's four folds and +4.0 over five seeds of the demo's audio-only row (`--label_smoothing 0`
+turns it off).
 """
 
 import argparse
@@ -43,6 +45,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--speed_perturbation", default="none", help="'low,high' speed factors, e.g. '0.9,1.1'.")
     parser.add_argument("--noise_probability", type=float, default=0.0, help="Fraction of clips that get noise.")
     parser.add_argument("--noise_snr_db", default="5,30", help="'low,high' SNR of that noise, in dB.")
+    parser.add_argument("--label_smoothing", type=float, default=0.1,
+                        help="Label-smoothed cross-entropy epsilon (0 = plain cross-entropy).")
     return parser.parse_args(argv)
 
 
@@ -67,6 +71,7 @@ def main(argv=None):
     model = MERForSequenceClassification.from_pretrained(
         args.model, id2label=id2label, label2id={name: index for index, name in id2label.items()},
         ignore_mismatched_sizes=True,  # a new label set gets a freshly initialised classifier
+        label_smoothing=args.label_smoothing,  # MERConfig validates it here, before any training
     )
     processor = MERProcessor.from_pretrained(args.model)
     training_args = MERTrainingArguments(

@@ -43,6 +43,7 @@ def test_finetune_on_ravdess_with_new_or_mapped_labels(trained_model_folder, tmp
     metrics = load_example().main(argv + (["--label_mapping", mapping] if mapping else []))
     model = MERForSequenceClassification.from_pretrained(tmp_path / "model")
     assert list(model.config.id2label.values()) == expected_labels
+    assert model.config.label_smoothing == 0.1  # the example's default, saved with the model
     assert model.classifier[-1].out_features == len(expected_labels)
     # The reported metrics must be those of the saved model on the held-out speakers: predict the test split
     # again from the saved folder, then recount the confusion matrix, WA and UA.
