@@ -19,8 +19,8 @@ other jobs. Rows:
   wav2vec2 from scratch + prosody branch + prosody statistics) vs eGeMAPS functionals (openSMILE) + logistic regression and vs
   MFCC statistics + logistic regression. UA. Two probe rows, not baselines, say what mer's audio side is
   given: a logistic regression on mer's own prosody statistics (the vector `use_prosody_statistics` adds),
-  the same with the contour functionals (`--use_prosody_contours true`), and the plain statistics with the
-  eGeMAPS functionals beside them in one logistic regression (what eGeMAPS knows that those statistics lack).
+  and the same with the eGeMAPS functionals beside them in one logistic regression (what eGeMAPS knows that
+  those statistics lack).
 - ravdess_bimodal: the same folds with RAVDESS's two emotion-neutral sentences as text: mer fused, plain and
   with the fusion levers (branch heads + modality dropout), vs mer audio-only (an uninformative modality must
   not hurt). Three mer models per fold.
@@ -140,19 +140,18 @@ def egemaps(waveform):
     return _smile().process_signal(waveform, SAMPLING_RATE).to_numpy()[0]
 
 
-@functools.lru_cache(maxsize=2)
-def _mer_statistics_module(contours):
+@functools.lru_cache(maxsize=1)
+def _mer_statistics_module():
     """The prosody statistics of an audio-only mer model with the small speech encoder (they have no weights
     before their standardisation, so an untrained module computes exactly what a trained one is given)."""
     audio_config = Wav2Vec2Config(**SMALL_SPEECH_ENCODER)
-    config = MERConfig(modalities=("audio",), audio_config=audio_config, use_prosody_statistics=True,
-                       use_prosody_contours=contours)
+    config = MERConfig(modalities=("audio",), audio_config=audio_config, use_prosody_statistics=True)
     return ProsodyStatistics(config, receptive_field(audio_config), audio_config.inputs_to_logits_ratio).eval()
 
 
-def mer_statistics(waveform, max_seconds=MAX_AUDIO_SECONDS, contours=False):
+def mer_statistics(waveform, max_seconds=MAX_AUDIO_SECONDS):
     """mer's own prosody statistics of the clip as the model sees it in evaluation (the centre window)."""
-    module = _mer_statistics_module(contours)
+    module = _mer_statistics_module()
     samples = torch.from_numpy(crop_waveform(waveform, int(max_seconds * SAMPLING_RATE), False, None))[None]
     frames = int(module.spectral.num_frames(torch.tensor(samples.shape[1])))  # the encoder's frame count
     with torch.no_grad():
@@ -267,8 +266,6 @@ def run_row(row, args, work):
             rows["MFCC statistics + logistic regression"] = score_baseline(folds, acoustic(mfcc_statistics))
             statistics = acoustic(mer_statistics)
             rows["probe: logistic regression on mer's prosody statistics"] = score_baseline(folds, statistics)
-            rows["probe: the same with the contour functionals (use_prosody_contours)"] = score_baseline(
-                folds, acoustic(functools.partial(mer_statistics, contours=True)))
             if not opensmile_missing():
                 rows["probe: mer's prosody statistics + eGeMAPS, one logistic regression"] = score_baseline(
                     folds, lambda dataset: np.concatenate([statistics(dataset), functionals(dataset)], axis=1))

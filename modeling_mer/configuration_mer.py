@@ -61,9 +61,6 @@ class MERConfig(PretrainedConfig):
         num_mel_bins, num_mfcc, prosody_hidden_size, mfcc_lstm_layers: prosody branch sizes.
         use_prosody_statistics: also give the head utterance-level pitch, voicing, energy and MFCC statistics
             (mean and spread over frames) as one more pooled vector: what a classic acoustic baseline sees.
-        use_prosody_contours: with use_prosody_statistics, also the contour functionals eGeMAPS takes of pitch
-            and energy (20th, 50th and 80th percentiles, the 20-80 range, mean and spread of rising and of
-            falling slopes) and the voiced fraction of the speech frames.
         pooling: `"mean"` or `"max"` over each branch's valid positions.
         modality_dropout: probability, per training example, that one of the two modalities (either, at even
             odds) is hidden: its sequence enters the fusion as zeros and its pooled vectors are zeroed, so that
@@ -107,7 +104,6 @@ class MERConfig(PretrainedConfig):
         prosody_hidden_size=128,
         mfcc_lstm_layers=2,
         use_prosody_statistics=False,
-        use_prosody_contours=False,
         pooling="mean",
         modality_dropout=0.0,
         auxiliary_loss_weight=0.0,
@@ -145,7 +141,6 @@ class MERConfig(PretrainedConfig):
         self.prosody_hidden_size = prosody_hidden_size
         self.mfcc_lstm_layers = mfcc_lstm_layers
         self.use_prosody_statistics = use_prosody_statistics
-        self.use_prosody_contours = use_prosody_contours
         self.pooling = pooling
         self.modality_dropout = modality_dropout
         self.auxiliary_loss_weight = auxiliary_loss_weight
@@ -211,13 +206,10 @@ class MERConfig(PretrainedConfig):
         smoothing = self.label_smoothing
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
             fail("label_smoothing", smoothing, "a number in [0, 1), e.g. 0.1")
-        for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_prosody_contours",
-                      "use_weighted_layer_sum", "late_fusion"):
+        for field in ("use_focus_attention", "use_prosody_branch", "use_prosody_statistics", "use_weighted_layer_sum",
+                      "late_fusion"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, getattr(self, field), "True or False")
-        if self.use_prosody_contours and not self.use_prosody_statistics:
-            fail("use_prosody_contours", True, "False unless use_prosody_statistics=True (the contours extend "
-                 "those statistics): set both")
         if self.focus_source not in FOCUS_SOURCES:
             fail("focus_source", self.focus_source, f"one of {FOCUS_SOURCES}")
         if self.focus_centre_prior not in FOCUS_CENTRE_PRIORS:

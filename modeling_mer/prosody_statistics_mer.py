@@ -21,12 +21,6 @@ SILENCE_DB = -100.0  # floor of the frame energy, so log(0) never appears
 # pad each line with a second of silence; averaged in, it dilutes every statistic (RAVDESS, 4 folds, logistic
 # regression on these statistics: 42.2 UA over all frames, 48.6 over speech frames with the dynamics below).
 SPEECH_RANGE_DB = 35.0
-# Contour functionals (`MERConfig.use_prosody_contours`), after eGeMAPS (Eyben et al. 2016): the percentiles it
-# takes of pitch and loudness, and with them the 20-80 range.
-CONTOUR_PERCENTILES = (0.2, 0.5, 0.8)
-# Per contour (pitch, energy): the percentiles, their 20-80 range, mean and spread of rising and of falling
-# slopes; then the voiced fraction of the speech frames.
-CONTOUR_FEATURES = 2 * (len(CONTOUR_PERCENTILES) + 1 + 4) + 1
 
 
 def masked_statistics(values, weights):
@@ -38,40 +32,6 @@ def masked_statistics(values, weights):
     return torch.cat([mean, variance.clamp(min=0.0).sqrt()], dim=-1)
 
 
-def masked_percentiles(values, weights, quantiles):
-    """Weighted percentiles over time: values (B, T), weights (B, T) >= 0 -> (B, len(quantiles)).
-
-    The q-th percentile is the smallest value whose cumulative weight reaches q of the total; frames of weight 0
-    (padding, pauses) never count, and an utterance of no weight at all gets 0. Sort, cumulative sum and
-    gather only, so it exports to ONNX."""
-    order = values.argsort(dim=1)
-    ordered = values.gather(1, order)
-    cumulative = weights.gather(1, order).cumsum(1)  # (B, T)
-    total = cumulative[:, -1:]
-    targets = total * torch.tensor(quantiles, dtype=values.dtype, device=values.device)  # (B, Q)
-    # The first position whose cumulative weight reaches the target = the number of positions below it.
-    index = (cumulative[:, None, :] < targets[..., None]).sum(-1).clamp(max=values.shape[1] - 1)
-    return ordered.gather(1, index) * (total > 0).to(values.dtype)
-
-
-def slope_statistics(values, weights):
-    """Mean and spread of the rising and of the falling frame-to-frame changes: values, weights (B, T) -> (B, 4).
-
-    A pair of adjacent frames counts with the product of their weights; falling changes as magnitudes."""
-    change = values[:, 1:] - values[:, :-1]
-    pairs = weights[:, 1:] * weights[:, :-1]
-    rising = masked_statistics(change[..., None], pairs * (change > 0).to(pairs.dtype))
-    falling = masked_statistics(-change[..., None], pairs * (change < 0).to(pairs.dtype))
-    return torch.cat([rising, falling], dim=-1)
-
-
-def contour_functionals(values, weights):
-    """(B, 8) of one contour: percentiles 20, 50, 80, the 20-80 range, rising and falling slope statistics."""
-    percentiles = masked_percentiles(values, weights, CONTOUR_PERCENTILES)
-    spread = percentiles[:, -1:] - percentiles[:, :1]
-    return torch.cat([percentiles, spread, slope_statistics(values, weights)], dim=-1)
-
-
 class ProsodyStatistics(nn.Module):
     """waveform (B, L) + frame mask (B, T) -> a (B, d_model) summary of pitch, voicing, energy and MFCC statistics.
 
@@ -80,9 +40,7 @@ class ProsodyStatistics(nn.Module):
     the loudest). Pitch statistics are weighted by voicing as well (unvoiced frames have no pitch). Mean and
     spread of each feature, and of how much it changes from one speech frame to the next (its dynamics: a calm
     and an angry line can share a mean pitch but not its movement), standardised per feature over the training
-    data (what a classic baseline's scaler does), then a projection. With `config.use_prosody_contours`, also
-    the shape of the pitch and energy contours: their percentiles and rising and falling slopes, and the voiced
-    fraction (CONTOUR_FEATURES more values).
+    data (what a classic baseline's scaler does), then a projection.
     """
 
     def __init__(self, config, window_length, hop_length):
@@ -94,8 +52,6 @@ class ProsodyStatistics(nn.Module):
         self.max_lag = min(int(SAMPLING_RATE / F0_MIN_HZ), window_length - 1)
         # Mean and spread of (energy, f0, voicing, mfcc), and of their frame-to-frame change.
         num_features = 2 * 2 * (3 + config.num_mfcc)
-        self.use_contours = config.use_prosody_contours
-        num_features += CONTOUR_FEATURES if self.use_contours else 0
         # Per-feature standardisation with running training statistics. A LayerNorm across these features would
         # mix decibels, semitones and cepstra in one mean and spread, and lose each feature's absolute level.
         self.norm = nn.BatchNorm1d(num_features, affine=False)
@@ -127,7 +83,7 @@ class ProsodyStatistics(nn.Module):
                           mfcc / math.sqrt(mfcc.shape[-1])], dim=-1)
 
     def statistics(self, waveform, frame_mask):
-        """(B, 4 * (3 + num_mfcc) [+ CONTOUR_FEATURES]) utterance statistics before standardisation, in float32."""
+        """(B, 4 * (3 + num_mfcc)) utterance statistics before standardisation, in float32."""
         features = self.frame_features(waveform)[:, :frame_mask.shape[1]]  # conv padding may give fewer frames
         valid = frame_mask[:, :features.shape[1]].bool()
         energy_db = features[..., 0] * 10
@@ -138,11 +94,7 @@ class ProsodyStatistics(nn.Module):
         others = masked_statistics(torch.cat([features[..., :1], features[..., 2:]], dim=-1), speech)
         change = (features[:, 1:] - features[:, :-1]).abs()
         dynamics = masked_statistics(change, speech[:, 1:] * speech[:, :-1])  # pairs of adjacent speech frames
-        if not self.use_contours:
-            return torch.cat([pitch, others, dynamics], dim=-1)
-        voiced_fraction = voiced.sum(1, keepdim=True) / speech.sum(1, keepdim=True)  # speech is never empty
-        contours = [contour_functionals(features[..., 1], voiced), contour_functionals(features[..., 0], speech)]
-        return torch.cat([pitch, others, dynamics, *contours, voiced_fraction], dim=-1)
+        return torch.cat([pitch, others, dynamics], dim=-1)
 
     def forward(self, waveform, frame_mask):
         statistics = self.statistics(waveform, frame_mask).to(self.projection[0].weight.dtype)

@@ -30,8 +30,7 @@ SETTINGS = {
     "text+audio, no prosody": dict(use_prosody_branch=False),
     "text only": dict(modalities=("text",)),
     "audio only": dict(modalities=("audio",), mfcc_lstm_layers=2),
-    "text+audio, statistics with contours, late fusion": dict(use_prosody_statistics=True, use_prosody_contours=True,
-                                                             late_fusion=True),
+    "text+audio, statistics, late fusion": dict(use_prosody_statistics=True, late_fusion=True),
 }
 SHALLOW = dict(num_crossmodal_layers=1, text_config=tiny_text_config(num_hidden_layers=1),
                audio_config=tiny_audio_config(num_hidden_layers=1))

@@ -7,14 +7,7 @@ from tiny_models import random_batch, tiny_config, tiny_processor
 
 from modeling_mer import MERForSequenceClassification
 from modeling_mer.configuration_mer import SAMPLING_RATE
-from modeling_mer.prosody_statistics_mer import (
-    CONTOUR_FEATURES,
-    CONTOUR_PERCENTILES,
-    SPEECH_RANGE_DB,
-    ProsodyStatistics,
-    masked_percentiles,
-    masked_statistics,
-)
+from modeling_mer.prosody_statistics_mer import SPEECH_RANGE_DB, ProsodyStatistics, masked_statistics
 
 WINDOW, HOP = 400, 320  # wav2vec2-base framing
 
@@ -83,67 +76,6 @@ def test_statistics_match_numpy_over_speech_frames_and_their_changes(statistics)
     np.testing.assert_allclose(result, np.concatenate([pitch, others, dynamics]), rtol=1e-4, atol=1e-4)
 
 
-def weighted_percentile(values, weights, q):
-    """The smallest value whose cumulative weight reaches q of the total, by a loop over the sorted values."""
-    pairs = sorted(zip(values, weights, strict=True))
-    total, running = sum(weights), 0.0
-    for value, weight in pairs:
-        running += weight
-        if running >= q * total:
-            return value
-    return pairs[-1][0]
-
-
-def test_masked_percentiles_match_a_loop_and_ignore_weightless_frames():
-    rng = np.random.default_rng(2)
-    values = torch.from_numpy(rng.standard_normal((3, 9)).astype(np.float32))
-    weights = torch.from_numpy(rng.uniform(0.1, 1.0, (3, 9)).astype(np.float32))
-    weights[1, 5:] = 0.0  # padding or pauses: their values must not matter
-    weights[2, :] = 0.0  # no voiced frame at all
-    result = masked_percentiles(values, weights, CONTOUR_PERCENTILES).numpy()
-    for row in range(2):
-        expected = [weighted_percentile(values[row].tolist(), weights[row].tolist(), q) for q in CONTOUR_PERCENTILES]
-        np.testing.assert_allclose(result[row], expected, rtol=1e-6)
-    assert (result[2] == 0).all()
-    moved = values.clone()
-    moved[1, 5:] = -100.0  # weightless frames far below every counted value
-    np.testing.assert_array_equal(masked_percentiles(moved, weights, CONTOUR_PERCENTILES).numpy()[1], result[1])
-
-
-def numpy_contour(values, weights):
-    percentiles = [weighted_percentile(values.tolist(), weights.tolist(), q) for q in CONTOUR_PERCENTILES]
-    change, pairs = np.diff(values), weights[1:] * weights[:-1]
-    rising = weighted_statistics(change[:, None], pairs * (change > 0))
-    falling = weighted_statistics(-change[:, None], pairs * (change < 0))
-    return np.concatenate([percentiles, [percentiles[-1] - percentiles[0]], rising, falling])
-
-
-def test_contour_functionals_match_numpy_over_speech_and_voiced_frames():
-    contours = ProsodyStatistics(tiny_config(num_mel_bins=16, num_mfcc=8, use_prosody_statistics=True,
-                                             use_prosody_contours=True), WINDOW, HOP).eval()
-    # A rising tone, a pause, a falling louder one: both directions of slope, and frames that do not count.
-    t = np.arange(8000) / SAMPLING_RATE
-    rising = 0.3 * np.sin(2 * np.pi * (120 * t + 60 * t ** 2))  # 120 -> 180 Hz
-    falling = 0.6 * np.sin(2 * np.pi * (250 * t - 60 * t ** 2))  # 250 -> 190 Hz
-    waveform = torch.from_numpy(np.concatenate([rising, np.zeros(3200), falling]).astype(np.float32))[None]
-    features = contours.frame_features(waveform)[0].numpy().astype(np.float64)
-    result = contours.statistics(waveform, torch.ones(1, features.shape[0]))[0].numpy()
-    base = ProsodyStatistics(tiny_config(num_mel_bins=16, num_mfcc=8), WINDOW, HOP).eval()
-    assert result.shape == (base.norm.num_features + CONTOUR_FEATURES,)
-    np.testing.assert_allclose(result[:base.norm.num_features],
-                               base.statistics(waveform, torch.ones(1, features.shape[0]))[0].numpy(), atol=1e-6)
-
-    energy_db = features[:, 0] * 10
-    speech = (energy_db >= energy_db.max() - SPEECH_RANGE_DB).astype(float)
-    voiced = speech * features[:, 2] ** 2
-    expected = np.concatenate([numpy_contour(features[:, 1], voiced), numpy_contour(features[:, 0], speech),
-                               [voiced.sum() / speech.sum()]])
-    np.testing.assert_allclose(result[base.norm.num_features:], expected, rtol=1e-4, atol=1e-4)
-    # The glides give pitch slopes both ways, and the pitch range spans them (in octaves: 120 -> 250 Hz is ~1).
-    pitch_range, rising_mean, falling_mean = expected[3], expected[4], expected[6]
-    assert rising_mean > 0 and falling_mean > 0 and 0.5 < pitch_range < 1.2
-
-
 def test_leading_silence_barely_moves_the_statistics(statistics):
     tone = harmonic_tone(180.0)
     padded = torch.cat([torch.zeros(1, 16_000), tone], dim=1)  # one second of silence first, as in acted corpora
@@ -160,10 +92,9 @@ def test_leading_silence_barely_moves_the_statistics(statistics):
     assert abs(with_silence[mean_pitch] - alone[mean_pitch]) * 12 < 0.3
 
 
-@pytest.mark.parametrize("contours", [False, True])
-def test_model_with_statistics_is_padding_invariant_and_trains_them(contours):
+def test_model_with_statistics_is_padding_invariant_and_trains_them():
     processor = tiny_processor()
-    model = MERForSequenceClassification(tiny_config(use_prosody_statistics=True, use_prosody_contours=contours)).eval()
+    model = MERForSequenceClassification(tiny_config(use_prosody_statistics=True)).eval()
     batch = random_batch(processor, lengths=(4000, 1500))
     alone = random_batch(processor, lengths=(1500,), texts=("no",), seed=0)
     alone["input_values"] = batch["input_values"][1:, :1500]
@@ -179,6 +110,3 @@ def test_model_with_statistics_is_padding_invariant_and_trains_them(contours):
 def test_the_option_is_validated():
     with pytest.raises(ValueError, match="use_prosody_statistics='yes' is invalid: expected True or False"):
         tiny_config(use_prosody_statistics="yes")
-    with pytest.raises(ValueError, match="use_prosody_contours=True is invalid: expected False unless "
-                                         "use_prosody_statistics=True"):
-        tiny_config(use_prosody_contours=True)

@@ -28,13 +28,12 @@ def spoken_like(seconds, seed=0):
     return (0.3 * tone + 1e-3 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-@pytest.mark.parametrize("seconds,max_seconds,contours", [(5.3, 4, False), (2.2, 4, False), (3.0, 15, False),
-                                                         (5.3, 4, True)])
-def test_the_probe_reads_the_statistics_the_model_is_given(seconds, max_seconds, contours):
+@pytest.mark.parametrize("seconds,max_seconds", [(5.3, 4), (2.2, 4), (3.0, 15)])
+def test_the_probe_reads_the_statistics_the_model_is_given(seconds, max_seconds):
     """The probe's vector equals what an audio-only model with the small speech encoder hands its statistics
     branch for the same clip, cropped as evaluation crops it: same crop, same frame grid, same speech frames."""
     config = MERConfig(modalities=("audio",), audio_config=Wav2Vec2Config(**SMALL_SPEECH_ENCODER),
-                       use_prosody_statistics=True, use_prosody_contours=contours)
+                       use_prosody_statistics=True)
     model = MERForSequenceClassification(config).eval()
     seen = []
     statistics = model.mer.prosody_statistics.statistics
@@ -44,9 +43,8 @@ def test_the_probe_reads_the_statistics_the_model_is_given(seconds, max_seconds,
     window = torch.from_numpy(waveform[start:start + 16_000 * max_seconds])[None]
     with torch.no_grad():
         model(input_values=window, audio_attention_mask=torch.ones_like(window, dtype=torch.long))
-    probe = real_corpora.mer_statistics(waveform, max_seconds=max_seconds, contours=contours)
+    probe = real_corpora.mer_statistics(waveform, max_seconds=max_seconds)
     assert probe.shape == seen[0][0].shape
     np.testing.assert_allclose(probe, seen[0][0].numpy(), rtol=1e-5, atol=1e-5)
     # Not a constant: another clip gives other statistics.
-    other = real_corpora.mer_statistics(spoken_like(seconds, seed=1) * 0.3, max_seconds, contours=contours)
-    assert not np.allclose(probe, other)
+    assert not np.allclose(probe, real_corpora.mer_statistics(spoken_like(seconds, seed=1) * 0.3, max_seconds))
