@@ -106,6 +106,10 @@ MER_ROWS = {
     # then also hiding one modality of 30 % of the training examples.
     "mer fused + branch heads (auxiliary loss, late fusion)": [*PROSODY, *BRANCH_HEADS],
     "mer fused + branch heads + modality dropout 0.3": [*PROSODY, *BRANCH_HEADS, "--modality_dropout", "0.3"],
+    # Label smoothing, the regulariser that helped audio-only on RAVDESS and the demo (README).
+    "mer audio only + label smoothing 0.1": ["--modalities", "audio", *PROSODY, "--label_smoothing", "0.1"],
+    "mer fused + branch heads + modality dropout 0.3 + label smoothing 0.1": [
+        *PROSODY, *BRANCH_HEADS, "--modality_dropout", "0.3", "--label_smoothing", "0.1"],
     "mer text only, MiniLM fine-tuned": ["--modalities", "text", *FINE_TUNED_TEXT],
     "mer fused + branch heads, MiniLM fine-tuned": [*PROSODY, *BRANCH_HEADS, *FINE_TUNED_TEXT],
 }
