@@ -1,5 +1,6 @@
 """MERTrainer and the experiment runner on tiny models: loss modes, accumulation, CV artefacts, no test-fold leakage."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from tiny_folders import save_tiny_model
 from tiny_models import tiny_audio_config, tiny_config, tiny_processor, tiny_text_config
 
 from modeling_mer import MERForSequenceClassification
@@ -510,16 +512,16 @@ def test_every_corpus_shape_trains_evaluates_tests_and_saves_through_train_py(tm
     assert hub_metadata_problems(output / "model" / "README.md") == []
 
 
-def test_fine_tuning_takes_this_runs_training_flags_and_the_checkpoints_architecture(tmp_path):
+def test_fine_tuning_takes_this_runs_training_flags_and_refuses_architecture_flags(tmp_path):
     # --init_from used to pass on only the triplet and freeze flags: --label_smoothing or --modality_dropout on a
-    # fine-tuning run were dropped without a word.
-    from tiny_folders import save_tiny_model
-
+    # fine-tuning run were dropped without a word, and so was an architecture flag such as --d_model.
     save_tiny_model(tmp_path / "trained", d_model=32)
     model_args = ModelArguments(init_from=str(tmp_path / "trained"), label_smoothing=0.1, modality_dropout=0.3,
-                                triplet_weight=0.0, d_model=64)
+                                triplet_weight=0.0, d_model=32)  # d_model as saved: nothing to refuse
+    experiment_module.check_fine_tuning_flags(model_args)
     model, _ = experiment_module.build_model(model_args, ["calm", "angry"])
     config = model.config
     assert (config.label_smoothing, config.modality_dropout, config.triplet_weight) == (0.1, 0.3, 0.0)
-    assert config.d_model == 32 and config.id2label == {0: "calm", 1: "angry"}  # architecture from the checkpoint
-    assert set(experiment_module.TRAINING_ONLY) < set(model_args.config_overrides())
+    assert config.d_model == 32 and config.id2label == {0: "calm", 1: "angry"}
+    with pytest.raises(ValueError, match=r"--d_model 64 \(the checkpoint has 32\) cannot apply: drop"):
+        experiment_module.check_fine_tuning_flags(dataclasses.replace(model_args, d_model=64))

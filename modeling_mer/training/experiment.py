@@ -75,6 +75,7 @@ def check_arguments(model_args, data_args, training_args):
         raise ValueError("Triplet mining needs >= 2 classes x >= 2 examples per batch: set "
                          "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
     check_label_smoothing(training_args)  # MERTrainer refuses it too; here it fails before any loading
+    check_fine_tuning_flags(model_args)
     if data_args.cv not in ("none", "loso", "speakers"):
         raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
     if data_args.corpus == "iemocap" and not data_args.corpus_path:
@@ -90,6 +91,22 @@ def check_arguments(model_args, data_args, training_args):
 # them from its own flags; every other field comes from the checkpoint.
 TRAINING_ONLY = ("triplet_weight", "triplet_margin", "triplet_mining", "label_smoothing", "modality_dropout",
                  "freeze_feature_encoder", "freeze_audio_encoder", "freeze_text_encoder")
+
+
+def check_fine_tuning_flags(model_args):
+    """With --init_from the architecture is the checkpoint's: a flag set to something else fails here, named,
+    rather than being ignored. (A flag left at its default, or set to the checkpoint's value, is fine.)"""
+    if not model_args.init_from:
+        return
+    saved = MERConfig.from_pretrained(model_args.init_from)
+    defaults = type(model_args)().config_overrides()
+    clashes = [f"--{field} {value} (the checkpoint has {getattr(saved, field)})"
+               for field, value in model_args.config_overrides().items()
+               if field not in TRAINING_ONLY and value != defaults[field] and value != getattr(saved, field)]
+    if clashes:
+        raise ValueError(f"--init_from {model_args.init_from} keeps the trained model's architecture, so "
+                         f"{', '.join(clashes)} cannot apply: drop these flags (or train a new model without "
+                         "--init_from). Training-only flags still apply: " + ", ".join(TRAINING_ONLY) + ".")
 
 
 def build_model(model_args, label_names):
