@@ -247,9 +247,10 @@ ORACLES = {"ceiling: a perfect voice-only model": "voice", "ceiling: a perfect w
 # ---------------------------------------------------------------------- mer
 
 def demo_recipe(epochs):
-    """examples/configs/demo.yaml as train.py flags, without its corpus, protocol and output folder."""
+    """examples/configs/demo.yaml as train.py flags, without its corpus, protocol, output folder and seed (the
+    seed is mer_scores's to set)."""
     values = yaml.safe_load(DEMO_CONFIG.read_text())
-    values = {key: value for key, value in values.items() if key not in ("corpus", "cv", "output_dir")}
+    values = {key: value for key, value in values.items() if key not in ("corpus", "cv", "output_dir", "seed")}
     values["num_train_epochs"] = epochs
     return [item for key, value in values.items() for item in (f"--{key}", str(value))]
 
