@@ -525,3 +525,18 @@ def test_fine_tuning_takes_this_runs_training_flags_and_refuses_architecture_fla
     assert config.d_model == 32 and config.id2label == {0: "calm", 1: "angry"}
     with pytest.raises(ValueError, match=r"--d_model 64 \(the checkpoint has 32\) cannot apply: drop"):
         experiment_module.check_fine_tuning_flags(dataclasses.replace(model_args, d_model=64))
+
+
+def test_fine_tuning_an_audio_only_model_needs_no_modalities_flag(tmp_path):
+    # The corpus checks used to read --modalities (default text,audio) rather than the checkpoint's, so an
+    # audio-only model could not be fine-tuned on an audio-only corpus without repeating --modalities audio.
+    import train
+
+    corpus, audio_only = corpus_shape(tmp_path / "corpus", "audio_only")
+    train.main(["--corpus", str(corpus), "--output_dir", str(tmp_path / "trained"), *TINY_TRAIN, *audio_only])
+    train.main(["--corpus", str(corpus), "--output_dir", str(tmp_path / "tuned"), *TINY_TRAIN,
+                "--init_from", str(tmp_path / "trained" / "model")])
+    assert MERForSequenceClassification.from_pretrained(tmp_path / "tuned" / "model").config.modalities == ("audio",)
+    with pytest.raises(ValueError, match=r"--modalities \('text',\) \(the checkpoint has \('audio',\)\) cannot apply"):
+        train.main(["--corpus", str(corpus), "--output_dir", str(tmp_path / "refused"), *TINY_TRAIN,
+                    "--init_from", str(tmp_path / "trained" / "model"), "--modalities", "text"])

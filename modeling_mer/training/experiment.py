@@ -111,6 +111,16 @@ def check_fine_tuning_flags(model_args):
                          "--init_from). Training-only flags still apply: " + ", ".join(TRAINING_ONLY) + ".")
 
 
+def with_checkpoint_modalities(model_args):
+    """With --init_from and --modalities left at its default, the modalities are the checkpoint's, so that every
+    check reads them: fine-tuning an audio-only model needs no `--modalities audio` repeated. (A --modalities
+    that differs from the checkpoint's is refused by check_fine_tuning_flags.)"""
+    if not model_args.init_from or model_args.modalities != type(model_args)().modalities:
+        return model_args
+    saved = MERConfig.from_pretrained(model_args.init_from)
+    return dataclasses.replace(model_args, modalities=",".join(saved.modalities))
+
+
 def build_model(model_args, label_names):
     id2label = dict(enumerate(label_names))
     overrides = model_args.config_overrides()
@@ -417,6 +427,7 @@ def choose_length_column(dataset, training_args):
 
 
 def run(model_args, data_args, training_args):
+    model_args = with_checkpoint_modalities(model_args)
     check_arguments(model_args, data_args, training_args)
     check_output_dir(training_args)
     rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
