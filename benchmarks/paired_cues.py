@@ -44,6 +44,8 @@ Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per
   d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0, noise augmentation), audio cropped to
   4 s, the prosody statistics for every row with audio; text only, audio only, fused and the fusion ablations. Each fold
   writes its test logits (test_predictions.npz), from which the per-cue accuracy is computed;
+- mer warm-started (WARM_STARTED): a fused model whose two sides start as this run's text-only and audio-only
+  models of the same fold (train.py --text_branch_from/--audio_branch_from), so those two rows run first;
 - late fusion of mer's text-only and audio-only models: the mean of their class probabilities, and the sum
   of their log-probabilities (computed from the saved test logits, so it runs those two rows);
 - classic: TF-IDF + logistic regression, MFCC statistics + LR, eGeMAPS + LR (when `opensmile` imports),
