@@ -44,8 +44,6 @@ Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per
   d_model 64, 2 crossmodal layers, 4 heads, lr 1e-3, batch 16, seed 0, noise augmentation), audio cropped to
   4 s, the prosody statistics for every row with audio; text only, audio only, fused and the fusion ablations. Each fold
   writes its test logits (test_predictions.npz), from which the per-cue accuracy is computed;
-- mer warm-started (WARM_STARTED): a fused model whose two sides start as this run's text-only and audio-only
-  models of the same fold (train.py --text_branch_from/--audio_branch_from), so those two rows run first;
 - late fusion of mer's text-only and audio-only models: the mean of their class probabilities, and the sum
   of their log-probabilities (computed from the saved test logits, so it runs those two rows);
 - classic: TF-IDF + logistic regression, MFCC statistics + LR, eGeMAPS + LR (when `opensmile` imports),
@@ -112,14 +110,10 @@ MER_ROWS = {
     "mer audio only + label smoothing 0.1": ["--modalities", "audio", *PROSODY, "--label_smoothing", "0.1"],
     "mer fused + branch heads + modality dropout 0.3 + label smoothing 0.1": [
         *PROSODY, *BRANCH_HEADS, "--modality_dropout", "0.3", "--label_smoothing", "0.1"],
-    # Both sides start as this run's "mer text only" and "mer audio only" models of the same fold (WARM_STARTED).
-    "mer fused + branch heads + modality dropout 0.3, warm-started from the unimodal rows": [
-        *PROSODY, *BRANCH_HEADS, "--modality_dropout", "0.3"],
     "mer text only, MiniLM fine-tuned": ["--modalities", "text", *FINE_TUNED_TEXT],
     "mer fused + branch heads, MiniLM fine-tuned": [*PROSODY, *BRANCH_HEADS, *FINE_TUNED_TEXT],
 }
-UNIMODAL = ("mer text only", "mer audio only")  # what late fusion combines and warm starts start from
-WARM_STARTED = {row for row in MER_ROWS if "warm-started" in row}
+UNIMODAL = ("mer text only", "mer audio only")  # what late fusion combines
 DEMO_CONFIG = REPO / "examples" / "configs" / "demo.yaml"
 MAX_AUDIO_SECONDS = 4
 
@@ -261,17 +255,6 @@ def demo_recipe(epochs):
     return [item for key, value in values.items() for item in (f"--{key}", str(value))]
 
 
-def mer_run_dir(work, row, fold):
-    """The folder of one mer row's run on one fold."""
-    return work / "mer" / slug(row) / f"fold_{fold}"
-
-
-def warm_start_flags(work, fold):
-    """train.py flags that start a fused model's two sides from this fold's unimodal models (run before it)."""
-    text, audio = (seed_dir(mer_run_dir(work, row, fold), SEED) / "model" for row in UNIMODAL)
-    return ["--text_branch_from", str(text), "--audio_branch_from", str(audio)]
-
-
 def mer_logits(flags, manifest, output_dir, epochs, feature_cache):
     """Train mer on one fold manifest; its test logits in the manifest's test-row order."""
     data = ["--corpus", str(manifest), "--cv", "none", "--class_names", ",".join(CLASSES),
@@ -359,8 +342,8 @@ def chosen_rows(requested):
         if not matches:
             raise SystemExit(f"unknown row {item!r}: choose from {sorted(GROUPS)} or {[slug(row) for row in ROWS]}")
         wanted.update(matches)
-    if wanted & {*LATE_FUSION_ROWS, *WARM_STARTED}:
-        wanted.update(UNIMODAL)  # late fusion reads their test logits, a warm start their models
+    if wanted & set(LATE_FUSION_ROWS):
+        wanted.update(UNIMODAL)  # late fusion reads their test logits
     if "eGeMAPS + LR" in wanted and opensmile_missing():
         print("skipped eGeMAPS + LR: the `opensmile` package does not import (`pip install opensmile`)")
         wanted.discard("eGeMAPS + LR")
@@ -391,9 +374,9 @@ def run(args, work):
             if row in ORACLES:
                 predicted = oracle(test, ORACLES[row])
             elif row in MER_ROWS:
-                flags = [*MER_ROWS[row], *(warm_start_flags(work, fold) if row in WARM_STARTED else [])]
                 logits.setdefault(row, {})[fold], label_ids = mer_logits(
-                    flags, manifests[fold], mer_run_dir(work, row, fold), args.epochs, work / "feature_cache")
+                    MER_ROWS[row], manifests[fold], work / "mer" / slug(row) / f"fold_{fold}", args.epochs,
+                    work / "feature_cache")
                 # The saved rows must be the manifest's test rows, in order: the label ids say so.
                 if not np.array_equal(np.asarray(CLASSES)[label_ids], test["label"]):
                     raise RuntimeError(f"{row}, fold {fold}: test_predictions.npz is not in the manifest's row order")

@@ -61,12 +61,6 @@ class ModelArguments(_MERConfigArguments):
                 "worse on RAVDESS (docs/method.md 1.4)."})
     init_from: str | None = field(default=None, metadata={
         "help": "A trained MER model folder or Hub id to fine-tune; its head is replaced when the label set differs."})
-    text_branch_from: str | None = field(default=None, metadata={
-        "help": "A trained text-only MER model folder whose text side (encoder, projection, crossmodal and self-"
-                "attention layers) starts this fused model's; the fusion head starts new (docs/method.md 1.2b)."})
-    audio_branch_from: str | None = field(default=None, metadata={
-        "help": "A trained audio-only MER model folder whose speech side (encoder, prosody branch and statistics, "
-                "projection, crossmodal and self-attention layers) starts this fused model's."})
 
     @property
     def modality_tuple(self):

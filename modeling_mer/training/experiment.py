@@ -35,7 +35,6 @@ from .resume import (
     start_fold,
 )
 from .trainer import FrozenEncoderWarmup, MERTrainer, check_label_smoothing, make_compute_metrics
-from .warm_start import branch_sources, check_warm_start, warm_start_branches
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,6 @@ def check_arguments(model_args, data_args, training_args):
                          "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
     check_label_smoothing(training_args)  # MERTrainer refuses it too; here it fails before any loading
     check_fine_tuning_flags(model_args)
-    check_warm_start(model_args)
     if data_args.cv not in ("none", "loso", "speakers"):
         raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
     if data_args.corpus == "iemocap" and not data_args.corpus_path:
@@ -143,7 +141,7 @@ def build_model(model_args, label_names):
             text_model, None, audio_config=Wav2Vec2Config(**SMALL_SPEECH_ENCODER), id2label=id2label, **overrides)
         # No per-utterance normalisation: loudness is an emotion cue the prosody branch should see.
         processor = MERProcessor(tokenizer, Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=False))
-    return warm_start_branches(model, branch_sources(model_args)), processor
+    return model, processor
 
 
 def load_data(data_args):
