@@ -518,13 +518,13 @@ def test_fine_tuning_takes_this_runs_training_flags_and_refuses_architecture_fla
     save_tiny_model(tmp_path / "trained", d_model=32)
     model_args = ModelArguments(init_from=str(tmp_path / "trained"), label_smoothing=0.1, modality_dropout=0.3,
                                 triplet_weight=0.0, d_model=32)  # d_model as saved: nothing to refuse
-    experiment_module.check_fine_tuning_flags(model_args)
+    experiment_module.with_checkpoint_architecture(model_args)
     model, _ = experiment_module.build_model(model_args, ["calm", "angry"])
     config = model.config
     assert (config.label_smoothing, config.modality_dropout, config.triplet_weight) == (0.1, 0.3, 0.0)
     assert config.d_model == 32 and config.id2label == {0: "calm", 1: "angry"}
     with pytest.raises(ValueError, match=r"--d_model 64 \(the checkpoint has 32\) cannot apply: drop"):
-        experiment_module.check_fine_tuning_flags(dataclasses.replace(model_args, d_model=64))
+        experiment_module.with_checkpoint_architecture(dataclasses.replace(model_args, d_model=64))
 
 
 def test_fine_tuning_an_audio_only_model_needs_no_modalities_flag(tmp_path):

@@ -75,7 +75,6 @@ def check_arguments(model_args, data_args, training_args):
         raise ValueError("Triplet mining needs >= 2 classes x >= 2 examples per batch: set "
                          "--per_device_train_batch_size 4 or more, or --triplet_weight 0.")
     check_label_smoothing(training_args)  # MERTrainer refuses it too; here it fails before any loading
-    check_fine_tuning_flags(model_args)
     if data_args.cv not in ("none", "loso", "speakers"):
         raise ValueError(f"--cv {data_args.cv!r} is unknown: use none, loso or speakers.")
     if data_args.corpus == "iemocap" and not data_args.corpus_path:
@@ -93,30 +92,25 @@ TRAINING_ONLY = ("triplet_weight", "triplet_margin", "triplet_mining", "label_sm
                  "freeze_feature_encoder", "freeze_audio_encoder", "freeze_text_encoder")
 
 
-def check_fine_tuning_flags(model_args):
-    """With --init_from the architecture is the checkpoint's: a flag set to something else fails here, named,
-    rather than being ignored. (A flag left at its default, or set to the checkpoint's value, is fine.)"""
+def with_checkpoint_architecture(model_args):
+    """With --init_from the architecture is the checkpoint's. A flag set to something else fails here, named,
+    rather than being ignored; flags left at their default (or set to the checkpoint's value) take the
+    checkpoint's values, so every later check reads the model that will train: the config validation, and the
+    corpus checks of its modalities (an audio-only model fine-tunes without `--modalities audio` repeated).
+    The TRAINING_ONLY fields stay this run's."""
     if not model_args.init_from:
-        return
+        return model_args
     saved = MERConfig.from_pretrained(model_args.init_from)
     defaults = type(model_args)().config_overrides()
-    clashes = [f"--{field} {value} (the checkpoint has {getattr(saved, field)})"
-               for field, value in model_args.config_overrides().items()
-               if field not in TRAINING_ONLY and value != defaults[field] and value != getattr(saved, field)]
+    architecture = {field: value for field, value in model_args.config_overrides().items() if field not in TRAINING_ONLY}
+    clashes = [f"--{field} {value} (the checkpoint has {getattr(saved, field)})" for field, value in architecture.items()
+               if value != defaults[field] and value != getattr(saved, field)]
     if clashes:
         raise ValueError(f"--init_from {model_args.init_from} keeps the trained model's architecture, so "
                          f"{', '.join(clashes)} cannot apply: drop these flags (or train a new model without "
                          "--init_from). Training-only flags still apply: " + ", ".join(TRAINING_ONLY) + ".")
-
-
-def with_checkpoint_modalities(model_args):
-    """With --init_from and --modalities left at its default, the modalities are the checkpoint's, so that every
-    check reads them: fine-tuning an audio-only model needs no `--modalities audio` repeated. (A --modalities
-    that differs from the checkpoint's is refused by check_fine_tuning_flags.)"""
-    if not model_args.init_from or model_args.modalities != type(model_args)().modalities:
-        return model_args
-    saved = MERConfig.from_pretrained(model_args.init_from)
-    return dataclasses.replace(model_args, modalities=",".join(saved.modalities))
+    adopted = {field: getattr(saved, field) for field in architecture if field != "modalities"}
+    return dataclasses.replace(model_args, **adopted, modalities=",".join(saved.modalities))  # the flag's form
 
 
 def build_model(model_args, label_names):
@@ -425,7 +419,7 @@ def choose_length_column(dataset, training_args):
 
 
 def run(model_args, data_args, training_args):
-    model_args = with_checkpoint_modalities(model_args)
+    model_args = with_checkpoint_architecture(model_args)  # before the checks, which then read the real model
     check_arguments(model_args, data_args, training_args)
     check_output_dir(training_args)
     rows = ABLATION_ROWS if data_args.ablation else {"full model": {}}
