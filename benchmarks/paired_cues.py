@@ -5,6 +5,7 @@
         mer_fused_branch_heads_modality_dropout_0_3   # the README's table, folds 0-1 (25 min; run --folds 2 3 beside it)
     python benchmarks/paired_cues.py --rows classic               # the classic rows alone (~20 s)
     python benchmarks/paired_cues.py --folds 0 --epochs 1         # smoke run (~5 min)
+    python benchmarks/paired_cues.py --rows mer_text_only --work_dir runs/paired   # keep the models and logits
     python benchmarks/paired_cues.py --rows mer_fused_full_model --folds 0     # one row, one fold (~8 min)
 
 No corpus with both emotional speech and emotional transcripts can be had offline, so one is paired at run
@@ -401,14 +402,24 @@ def main():
                         help="a subset of the folds (default all 4)")
     parser.add_argument("--epochs", type=int, default=8, help="mer training epochs (the demo recipe's 8)")
     parser.add_argument("--json", type=Path, help="also write the per-fold figures here")
+    parser.add_argument("--work_dir", type=Path,
+                        help="keep the fold manifests and every mer run (models, test logits) here; a new or empty "
+                             "folder (default: a temporary one, removed at the end)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent (the paired corpus is built from ../shared/data beside the repository)")
         return
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as work:
-        table = run(args, Path(work))
+    if args.work_dir:
+        if args.work_dir.exists() and any(args.work_dir.iterdir()):
+            raise SystemExit(f"--work_dir {args.work_dir} is not empty: name a new folder, so no earlier run is "
+                             "overwritten")
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        table = run(args, args.work_dir)
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            table = run(args, Path(work))
     print(f"\n(mean ± std over folds, in %; {time.perf_counter() - started:.0f} s in all)")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1, default=float))
