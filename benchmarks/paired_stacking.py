@@ -33,23 +33,25 @@ from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paired_cues import CLASSES, CUES, MAX_AUDIO_SECONDS, UNIMODAL, cue_scores, slug, table_line  # noqa: E402
+import paired_cues  # noqa: E402
 
 from modeling_mer import MERForSequenceClassification, MERProcessor  # noqa: E402
 from modeling_mer.data import load_corpus  # noqa: E402
 from modeling_mer.data.collator import MERDataCollator  # noqa: E402
 
+UNIMODAL = paired_cues.UNIMODAL  # (text-only row, audio-only row): what is combined
 SPLITS = ("train", "validation", "test")
 PENALTY = 0.1  # the regression's inverse L2 strength (sklearn's C): few items, so a strong penalty
+HINDSIGHT_PENALTY = 10.0  # almost none: the bound may fit the test items as closely as a linear model can
 BATCH = 16
 
 
 def split_logits(model_dir, manifest):
     """{split: (logits, label ids)} of one saved fold model on its manifest's rows, in manifest order."""
     model = MERForSequenceClassification.from_pretrained(model_dir).eval()
-    collate = MERDataCollator(MERProcessor.from_pretrained(model_dir), max_audio_seconds=MAX_AUDIO_SECONDS,
-                              modalities=model.config.modalities)
-    corpus = load_corpus(str(manifest), label_names=list(CLASSES), text_column="auto")
+    collate = MERDataCollator(MERProcessor.from_pretrained(model_dir), modalities=model.config.modalities,
+                              max_audio_seconds=paired_cues.MAX_AUDIO_SECONDS)
+    corpus = load_corpus(str(manifest), label_names=list(paired_cues.CLASSES), text_column="auto")
     outputs = {}
     for split in SPLITS:
         part = corpus.select([index for index, name in enumerate(corpus["split"]) if name == split])
@@ -75,10 +77,12 @@ def collect(work_dirs):
             frame = pd.read_csv(manifest)
             folds[fold] = {"cues": frame.loc[frame["split"] == "test", "cue"].to_numpy()}
             for row in UNIMODAL:
-                found = list((Path(work) / "mer" / slug(row) / f"fold_{fold}").glob("**/test_predictions.npz"))
+                run = Path(work) / "mer" / paired_cues.slug(row) / f"fold_{fold}"
+                found = list(run.glob("**/test_predictions.npz"))
                 if len(found) != 1:
+                    rows = " ".join(paired_cues.slug(name) for name in UNIMODAL)
                     raise SystemExit(f"{work}: no kept {row!r} model for fold {fold}; run paired_cues.py with "
-                                     f"--rows {' '.join(slug(name) for name in UNIMODAL)} --work_dir {work}")
+                                     f"--rows {rows} --work_dir {work}")
                 folds[fold][row] = split_logits(found[0].parent, manifest)
     if not folds:
         raise SystemExit(f"no paired_fold_*.csv in {work_dirs}: pass folders written by paired_cues.py --work_dir")
@@ -116,14 +120,15 @@ def combiners(folds):
         others = [(folds[other], "test") for other in folds if other != name]
         for row in UNIMODAL:
             rows[row][name] = fold[row]["test"][0].argmax(-1)
-        rows["sum of log-probabilities"][name] = features(fold, "test").reshape(-1, 2, len(CLASSES)).sum(1).argmax(-1)
+        rows["sum of log-probabilities"][name] = paired_cues.sum_of_log_probabilities(
+            *(fold[row]["test"][0] for row in UNIMODAL))
         rows["stacking, fitted on the validation actors"][name] = stacked([(fold, "validation")], fold)
         if others:
             rows["stacking, fitted on the other folds' test items"][name] = stacked(others, fold)
         rows["stacking, fitted on train + validation"][name] = stacked([(fold, "train"), (fold, "validation")], fold)
-        # Fitted and scored on the same items, with almost no penalty: a bound, not a model.
-        rows["in hindsight: fitted on the test items"][name] = stacked([(fold, "test")], fold, penalty=10.0)
-        rows["in hindsight, with products p_text(i) p_audio(j)"][name] = stacked([(fold, "test")], fold, True, 10.0)
+        # Fitted and scored on the same items: a bound, not a model.
+        rows["in hindsight: fitted on the test items"][name] = stacked([(fold, "test")], fold, penalty=HINDSIGHT_PENALTY)
+        rows["in hindsight, with products p_text(i) p_audio(j)"][name] = stacked([(fold, "test")], fold, True, HINDSIGHT_PENALTY)
     return {name: predictions for name, predictions in rows.items() if predictions}
 
 
@@ -137,11 +142,12 @@ def main():
         fit = [100 * np.mean(fold[row][split][0].argmax(-1) == fold[row][split][1])
                for fold in folds.values() for split in ("train", "validation")]
         print(f"| {row} | {np.mean(fit[0::2]):.1f} | {np.mean(fit[1::2]):.1f} |")
-    print("\n| combiner | overall UA | " + " | ".join(f"{cue} acc." for cue in CUES) + " | folds |\n"
-          + "|---" * (len(CUES) + 3) + "|")
+    print("\n| combiner | overall UA | " + " | ".join(f"{cue} acc." for cue in paired_cues.CUES) + " | folds |\n"
+          + "|---" * (len(paired_cues.CUES) + 3) + "|")
     for name, predictions in combiners(folds).items():
-        print(table_line(name, {fold: cue_scores(labels(folds[fold], "test"), predicted, folds[fold]["cues"])
-                                for fold, predicted in predictions.items()}))
+        scores = {fold: paired_cues.cue_scores(labels(folds[fold], "test"), predicted, folds[fold]["cues"])
+                  for fold, predicted in predictions.items()}
+        print(paired_cues.table_line(name, scores))
 
 if __name__ == "__main__":
     main()
