@@ -3,7 +3,7 @@
     python benchmarks/paired_cues.py                              # every row, 4 folds (~4-5 h on 2 CPU cores)
     python benchmarks/paired_cues.py --folds 0 1 --rows mer_text_only mer_audio_only late_fusion classic
         mer_fused_branch_heads_modality_dropout_0_3   # the README's table, folds 0-1 (25 min; run --folds 2 3 beside it)
-    python benchmarks/paired_cues.py --rows classic               # the classic rows alone (~20 s)
+    python benchmarks/paired_cues.py --rows classic               # the classic rows and probes (~1 min)
     python benchmarks/paired_cues.py --folds 0 --epochs 1         # smoke run (~5 min)
     python benchmarks/paired_cues.py --rows mer_text_only --work_dir runs/paired   # keep the models and logits
     python benchmarks/paired_cues.py --rows mer_fused_full_model --folds 0     # one row, one fold (~8 min)
@@ -48,8 +48,14 @@ Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per
 - late fusion of mer's text-only and audio-only models: the mean of their class probabilities, and the sum
   of their log-probabilities (computed from the saved test logits, so it runs those two rows);
 - classic: TF-IDF + logistic regression, MFCC statistics + LR, eGeMAPS + LR (when `opensmile` imports),
-  and MFCC statistics + TF-IDF in one LR. Fitted on each fold's train + validation parts (they select
-  nothing), class weights balanced, as in benchmarks/real_corpora.py.
+  MFCC statistics + TF-IDF in one LR, and the MFCC block of that LR alone (its scaling makes its penalty much
+  stronger than the plain MFCC row's, so this, not the plain row, is the part the concatenation adds to);
+- probes: a penalised LR (sklearn's default strength, fixed in advance) on the fixed representations mer's
+  sides start from: the frozen MiniLM's mean-pooled sentence vector, the clip statistics (mer's own prosody
+  statistics and the MFCC statistics), both in one LR, and a stacking LR on the two probes' log-probabilities
+  for actors they had not trained on. They bound what a linear fusion of those inputs gets.
+  Classic rows and probes are fitted on each fold's train + validation parts (they select nothing), class
+  weights balanced, as in benchmarks/real_corpora.py.
 """
 
 import argparse
@@ -65,10 +71,15 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 from scipy.sparse import csr_matrix, hstack
 from scipy.special import log_softmax, softmax
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModel, AutoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -80,6 +91,7 @@ from real_corpora import (  # noqa: E402
     classic_model,
     egemaps,
     mer_scores,
+    mer_statistics,
     mfcc_statistics,
     opensmile_missing,
     seed_dir,
@@ -111,6 +123,8 @@ MER_ROWS = {
     "mer audio only + label smoothing 0.1": ["--modalities", "audio", *PROSODY, "--label_smoothing", "0.1"],
     "mer fused + branch heads + modality dropout 0.3 + label smoothing 0.1": [
         *PROSODY, *BRANCH_HEADS, "--modality_dropout", "0.3", "--label_smoothing", "0.1"],
+    # Without the demo recipe's noise augmentation (made for the demo's digitally silent synthetic speech).
+    "mer audio only, no noise": ["--modalities", "audio", *PROSODY, "--noise_probability", "0"],
     "mer text only, MiniLM fine-tuned": ["--modalities", "text", *FINE_TUNED_TEXT],
     "mer fused + branch heads, MiniLM fine-tuned": [*PROSODY, *BRANCH_HEADS, *FINE_TUNED_TEXT],
 }
@@ -281,9 +295,24 @@ LATE_FUSION_ROWS = {"late fusion: mean of mer text/audio probabilities": mean_of
 
 # ---------------------------------------------------------------------- classic baselines
 
-def acoustic_table(paths, featurise):
-    """{path: feature vector} over the clips, each clip decoded and featurised once for all folds."""
-    return {path: featurise(load_audio(path)) for path in sorted(set(paths))}
+def per_clip(featurise):
+    """clip paths -> {path: feature vector}, each clip decoded and featurised once for all folds."""
+    return lambda paths: {path: featurise(load_audio(path)) for path in paths}
+
+
+def minilm_embeddings(lines):
+    """lines -> {line: the frozen MiniLM's mean-pooled embedding}, the sentence vector mer's text side reads."""
+    path = experiment.resolve_text_model("minilm")
+    tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    vectors = {}
+    with torch.no_grad():
+        for start in range(0, len(lines), 64):
+            batch = list(lines[start:start + 64])
+            tokens = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+            mask = tokens["attention_mask"].unsqueeze(-1).float()
+            pooled = (encoder(**tokens).last_hidden_state * mask).sum(1) / mask.sum(1)
+            vectors.update(zip(batch, pooled.numpy(), strict=True))
+    return vectors
 
 
 def tfidf_lr(fit, test, features):
@@ -298,30 +327,91 @@ def acoustic_lr(name):
     return predict
 
 
-def words_and_voice_lr(fit, test, features):
-    """TF-IDF and standardised MFCC statistics side by side in one logistic regression (TF-IDF's settings).
+def joint_lr(words=True, voice=True):
+    """TF-IDF and standardised MFCC statistics side by side in one logistic regression (TF-IDF's settings), or
+    either block alone under the same scaling and penalty.
 
     TF-IDF rows have unit L2 norm; the standardised statistics are divided by sqrt(their dimension) so their
-    rows have about unit norm too, and neither block drowns the other under the one penalty."""
-    text_model = classic_model(text=True)
-    vectorizer, classifier, scaler = text_model[0], text_model[-1], classic_model()[0]
-    table = features["mfcc"]
-    voice = {name: np.stack([table[path] for path in part["path"]]) for name, part in (("fit", fit), ("test", test))}
-    width = np.sqrt(voice["fit"].shape[1])
-    fitted = hstack([vectorizer.fit_transform(fit["text"]), csr_matrix(scaler.fit_transform(voice["fit"]) / width)])
-    tested = hstack([vectorizer.transform(test["text"]), csr_matrix(scaler.transform(voice["test"]) / width)])
-    return classifier.fit(fitted.tocsr(), fit["label"]).predict(tested.tocsr())
+    rows have about unit norm too, and neither block drowns the other under the one penalty. That scaling is
+    also a penalty about 80 times stronger on the statistics than the plain MFCC row's, which alone is worth
+    several points on this corpus: the voice block alone, scaled so, is the part the concatenation adds to."""
+    def predict(fit, test, features):
+        text_model = classic_model(text=True)
+        vectorizer, classifier, scaler = text_model[0], text_model[-1], classic_model()[0]
+        table = features["mfcc"]
+        statistics = {name: np.stack([table[path] for path in part["path"]]) for name, part in (("fit", fit), ("test", test))}
+        width = np.sqrt(statistics["fit"].shape[1])
+        fitted, tested = [], []
+        if words:
+            fitted.append(vectorizer.fit_transform(fit["text"]))
+            tested.append(vectorizer.transform(test["text"]))
+        if voice:
+            fitted.append(csr_matrix(scaler.fit_transform(statistics["fit"]) / width))
+            tested.append(csr_matrix(scaler.transform(statistics["test"]) / width))
+        return classifier.fit(hstack(fitted).tocsr(), fit["label"]).predict(hstack(tested).tocsr())
+    return predict
 
 
-# {row name: (predict(fit frame, test frame, features), acoustic features it needs)}
+# Linear probes: what a penalised linear model gets from the fixed representations mer's two sides start from,
+# the frozen MiniLM's sentence vector and the clip statistics (mer's prosody statistics and the MFCC statistics).
+WORDS, VOICE = ("minilm",), ("mer_statistics", "mfcc")
+
+
+def feature_blocks(fit, test, features, names):
+    """The named feature blocks side by side, each standardised on the fit part and divided by sqrt(its width),
+    so every block's rows have about unit norm and none drowns another under the one penalty."""
+    fitted, tested = [], []
+    for name in names:
+        column, table = FEATURISERS[name][0], features[name]
+        block_fit, block_test = (np.stack([table[key] for key in part[column]]) for part in (fit, test))
+        scaler, width = StandardScaler().fit(block_fit), np.sqrt(block_fit.shape[1])
+        fitted.append(scaler.transform(block_fit) / width)
+        tested.append(scaler.transform(block_test) / width)
+    return np.hstack(fitted), np.hstack(tested)
+
+
+PROBE_CLASSES = np.asarray(sorted(CLASSES))  # sklearn's order of a classifier's probability columns
+
+
+def probe_log_probabilities(names, fit, test, features):
+    fitted, tested = feature_blocks(fit, test, features, names)
+    model = LogisticRegression(max_iter=5000, class_weight="balanced").fit(fitted, fit["label"])
+    return model.predict_log_proba(tested)
+
+
+def probe_lr(*names):
+    def predict(fit, test, features):
+        return PROBE_CLASSES[probe_log_probabilities(names, fit, test, features).argmax(-1)]
+    return predict
+
+
+def stacked_probes(fit, test, features, inner_folds=6):
+    """One LR on the words probe's and the voice probe's log-probabilities, fitted on what each probe predicted
+    for actors it had not trained on (6 folds of the fit part's actors); the probes then refit on all of it."""
+    held_out = np.zeros((len(fit), 2 * len(CLASSES)))
+    for inner_fit, inner_test in GroupKFold(inner_folds).split(fit, groups=fit["speaker"]):
+        part, held = fit.iloc[inner_fit], fit.iloc[inner_test]
+        held_out[inner_test] = np.hstack([probe_log_probabilities(names, part, held, features)
+                                          for names in (WORDS, VOICE)])
+    tested = np.hstack([probe_log_probabilities(names, fit, test, features) for names in (WORDS, VOICE)])
+    return LogisticRegression(max_iter=5000).fit(held_out, fit["label"]).predict(tested)
+
+
+# {row name: (predict(fit frame, test frame, features), the features it needs)}
 CLASSIC_ROWS = {
     "TF-IDF + LR": (tfidf_lr, ()),
     "MFCC statistics + LR": (acoustic_lr("mfcc"), ("mfcc",)),
     "eGeMAPS + LR": (acoustic_lr("egemaps"), ("egemaps",)),
-    "MFCC statistics + TF-IDF, one LR": (words_and_voice_lr, ("mfcc",)),
+    "MFCC statistics + TF-IDF, one LR": (joint_lr(), ("mfcc",)),
+    "MFCC statistics + LR, scaled and penalised as in the one LR": (joint_lr(words=False), ("mfcc",)),
+    "probe: frozen MiniLM sentence vector + LR": (probe_lr(*WORDS), WORDS),
+    "probe: mer's prosody statistics + MFCC statistics + LR": (probe_lr(*VOICE), VOICE),
+    "probe: both, one LR": (probe_lr(*WORDS, *VOICE), (*WORDS, *VOICE)),
+    "probe: stacking, one LR on the two probes' held-out log-probabilities": (stacked_probes, (*WORDS, *VOICE)),
 }
-FEATURISERS = {"mfcc": mfcc_statistics, "egemaps": egemaps}
-
+# {name: (the manifest column a feature vector belongs to, keys -> {key: vector})}
+FEATURISERS = {"mfcc": ("path", per_clip(mfcc_statistics)), "egemaps": ("path", per_clip(egemaps)),
+               "mer_statistics": ("path", per_clip(mer_statistics)), "minilm": ("text", minilm_embeddings)}
 
 
 # ---------------------------------------------------------------------- the run
@@ -364,7 +454,7 @@ def run(args, work):
     tests = {fold: pd.read_csv(path).query("split == 'test'").reset_index(drop=True) for fold, path in manifests.items()}
     rows = chosen_rows(args.rows)
     needed = {name for row in rows if row in CLASSIC_ROWS for name in CLASSIC_ROWS[row][1]}
-    features = {name: acoustic_table(corpus["path"], FEATURISERS[name]) for name in sorted(needed)}
+    features = {name: FEATURISERS[name][1](sorted(set(corpus[FEATURISERS[name][0]]))) for name in sorted(needed)}
     epochs = f", {args.epochs} mer epochs" if any(row in MER_ROWS for row in rows) else ""
     print(f"\n{len(corpus)} items, folds {list(folds)}{epochs}\n\n| model | overall UA | "
           + " | ".join(f"{cue} acc." for cue in CUES) + " | folds |\n|---|---|---|---|---|---|---|")

@@ -141,3 +141,39 @@ def test_a_mer_row_trains_on_a_fold_manifest_and_returns_its_test_logits_in_row_
     test = small[small["split"] == "test"]
     assert logits.shape == (len(test), len(paired_cues.CLASSES)) and np.isfinite(logits).all()
     assert np.asarray(paired_cues.CLASSES)[label_ids].tolist() == test["label"].tolist()
+
+
+def synthetic_paired_frames(rng, actors=12, per_cue=6):
+    """Fit and test frames of a paired corpus whose clip and line features are the voice's and the line's
+    emotion (one-hot) plus noise, keyed as the probes look them up: clips by path, lines by text."""
+    rows, features = [], {"minilm": {}, "mer_statistics": {}, "mfcc": {}}
+    classes = paired_cues.CLASSES
+    for actor in range(actors):
+        for label_id, label in enumerate(classes):
+            cues = ["neutral"] * 3 if label == "neutral" else ["voice-only", "words-only", "both"]
+            for cue in cues:
+                for item in range(per_cue):
+                    voice = label_id if cue in ("voice-only", "both") else 0
+                    words = label_id if cue in ("words-only", "both") else 0
+                    key = f"{actor}-{label}-{cue}-{item}"
+                    features["minilm"][key] = 2.0 * np.eye(8)[words] + rng.normal(size=8)
+                    for name in ("mer_statistics", "mfcc"):
+                        features[name][key] = 2.0 * np.eye(6)[voice] + rng.normal(size=6)
+                    rows.append({"path": key, "text": key, "label": label, "speaker": f"actor{actor}", "cue": cue})
+    frame = pd.DataFrame(rows)
+    test = frame["speaker"].isin(["actor0", "actor1", "actor2"])
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True), features
+
+
+def test_probes_read_each_block_and_only_their_combination_passes_the_single_modality_ceiling():
+    fit, test, features = synthetic_paired_frames(np.random.default_rng(0))
+    ua = {}
+    for row in ("probe: frozen MiniLM sentence vector + LR", "probe: mer's prosody statistics + MFCC statistics + LR",
+                "probe: both, one LR", "probe: stacking, one LR on the two probes' held-out log-probabilities"):
+        predict, needed = paired_cues.CLASSIC_ROWS[row]
+        assert set(needed) <= set(features)
+        ua[row] = balanced_accuracy_score(test["label"], predict(fit, test, features))
+    words, voice, joint, stacked = ua.values()
+    # Each single block sees one cue (at most 75 %); the combinations see both.
+    assert 0.5 < words <= 0.8 and 0.5 < voice <= 0.8
+    assert joint > max(words, voice) + 0.05 and stacked > max(words, voice) + 0.05
