@@ -6,6 +6,7 @@
     python benchmarks/paired_cues.py --rows classic               # the classic rows and probes (~1 min)
     python benchmarks/paired_cues.py --folds 0 --epochs 1         # smoke run (~5 min)
     python benchmarks/paired_cues.py --rows mer_text_only --work_dir runs/paired   # keep the models and logits
+    python benchmarks/paired_cues.py --rows mer --mer-flags="--audio_model /models/wav2vec2-base"   # another encoder
     python benchmarks/paired_cues.py --rows mer_fused_full_model --folds 0     # one row, one fold (~8 min)
 
 No corpus with both emotional speech and emotional transcripts can be had offline, so one is paired at run
@@ -465,9 +466,9 @@ def run(args, work):
             if row in ORACLES:
                 predicted = oracle(test, ORACLES[row])
             elif row in MER_ROWS:
+                flags = [*MER_ROWS[row], *args.mer_flags.split()]
                 logits.setdefault(row, {})[fold], label_ids = mer_logits(
-                    MER_ROWS[row], manifests[fold], work / "mer" / slug(row) / f"fold_{fold}", args.epochs,
-                    work / "feature_cache")
+                    flags, manifests[fold], work / "mer" / slug(row) / f"fold_{fold}", args.epochs, work / "feature_cache")
                 # The saved rows must be the manifest's test rows, in order: the label ids say so.
                 if not np.array_equal(np.asarray(CLASSES)[label_ids], test["label"]):
                     raise RuntimeError(f"{row}, fold {fold}: test_predictions.npz is not in the manifest's row order")
@@ -492,6 +493,9 @@ def main():
                         help="a subset of the folds (default all 4)")
     parser.add_argument("--epochs", type=int, default=8, help="mer training epochs (the demo recipe's 8)")
     parser.add_argument("--json", type=Path, help="also write the per-fold figures here")
+    parser.add_argument("--mer-flags", default="",
+                        help="extra train.py flags for every mer row, after the row's own, e.g. a pretrained speech "
+                             "encoder from a local folder: --mer-flags='--audio_model /models/wav2vec2-base' (with '=')")
     parser.add_argument("--work_dir", type=Path,
                         help="keep the fold manifests and every mer run (models, test logits) here; a new or empty "
                              "folder (default: a temporary one, removed at the end)")
