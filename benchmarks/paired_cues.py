@@ -485,6 +485,14 @@ def run(args, work):
     return table
 
 
+def new_work_dir(folder):
+    """Create --work_dir, refusing one that holds anything: a kept run is never overwritten or mixed in."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise SystemExit(f"--work_dir {folder} is not an empty folder: name a new one, so no earlier run is "
+                         "overwritten")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", default=["all"],
@@ -501,15 +509,13 @@ def main():
                              "folder (default: a temporary one, removed at the end)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.work_dir:
+        new_work_dir(args.work_dir)
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent (the paired corpus is built from ../shared/data beside the repository)")
         return
     started = time.perf_counter()
     if args.work_dir:
-        if args.work_dir.exists() and any(args.work_dir.iterdir()):
-            raise SystemExit(f"--work_dir {args.work_dir} is not empty: name a new folder, so no earlier run is "
-                             "overwritten")
-        args.work_dir.mkdir(parents=True, exist_ok=True)
         table = run(args, args.work_dir)
     else:
         with tempfile.TemporaryDirectory() as work:
