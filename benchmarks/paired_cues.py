@@ -386,16 +386,28 @@ def probe_lr(*names):
     return predict
 
 
-def stacked_probes(fit, test, features, inner_folds=6):
+def stacking_inputs(words, voice, products=False):
+    """Two models' (N, C) log-probabilities side by side, and with `products` every p_words(i) * p_voice(j) too:
+    what a stacking LR reads. The products let it weigh one side by what the other says."""
+    columns = [words, voice]
+    if products:
+        columns.append((np.exp(words)[:, :, None] * np.exp(voice)[:, None, :]).reshape(len(words), -1))
+    return np.hstack(columns)
+
+
+def stacked_probes(products=False, inner_folds=6):
     """One LR on the words probe's and the voice probe's log-probabilities, fitted on what each probe predicted
     for actors it had not trained on (6 folds of the fit part's actors); the probes then refit on all of it."""
-    held_out = np.zeros((len(fit), 2 * len(CLASSES)))
-    for inner_fit, inner_test in GroupKFold(inner_folds).split(fit, groups=fit["speaker"]):
-        part, held = fit.iloc[inner_fit], fit.iloc[inner_test]
-        held_out[inner_test] = np.hstack([probe_log_probabilities(names, part, held, features)
-                                          for names in (WORDS, VOICE)])
-    tested = np.hstack([probe_log_probabilities(names, fit, test, features) for names in (WORDS, VOICE)])
-    return LogisticRegression(max_iter=5000).fit(held_out, fit["label"]).predict(tested)
+    def predict(fit, test, features):
+        held_out = {names: np.zeros((len(fit), len(CLASSES))) for names in (WORDS, VOICE)}
+        for inner_fit, inner_test in GroupKFold(inner_folds).split(fit, groups=fit["speaker"]):
+            for names, predictions in held_out.items():
+                predictions[inner_test] = probe_log_probabilities(names, fit.iloc[inner_fit], fit.iloc[inner_test],
+                                                                  features)
+        tested = [probe_log_probabilities(names, fit, test, features) for names in (WORDS, VOICE)]
+        stacker = LogisticRegression(max_iter=5000).fit(stacking_inputs(*held_out.values(), products), fit["label"])
+        return stacker.predict(stacking_inputs(*tested, products))
+    return predict
 
 
 # {row name: (predict(fit frame, test frame, features), the features it needs)}
@@ -408,7 +420,9 @@ CLASSIC_ROWS = {
     "probe: frozen MiniLM sentence vector + LR": (probe_lr(*WORDS), WORDS),
     "probe: mer's prosody statistics + MFCC statistics + LR": (probe_lr(*VOICE), VOICE),
     "probe: both, one LR": (probe_lr(*WORDS, *VOICE), (*WORDS, *VOICE)),
-    "probe: stacking, one LR on the two probes' held-out log-probabilities": (stacked_probes, (*WORDS, *VOICE)),
+    "probe: stacking, one LR on the two probes' held-out log-probabilities": (stacked_probes(), (*WORDS, *VOICE)),
+    "probe: the same stacking, with the products p_words(i) p_voice(j)": (stacked_probes(products=True),
+                                                                           (*WORDS, *VOICE)),
 }
 # {name: (the manifest column a feature vector belongs to, keys -> {key: vector})}
 FEATURISERS = {"mfcc": ("path", per_clip(mfcc_statistics)), "egemaps": ("path", per_clip(egemaps)),

@@ -92,10 +92,7 @@ def collect(work_dirs):
 def features(fold, split, products=False):
     """Both models' log-probabilities side by side (and, with products, every p_text(i) * p_audio(j))."""
     text, audio = (log_softmax(fold[row][split][0], -1) for row in UNIMODAL)
-    columns = [text, audio]
-    if products:
-        columns.append((np.exp(text)[:, :, None] * np.exp(audio)[:, None, :]).reshape(len(text), -1))
-    return np.hstack(columns)
+    return paired_cues.stacking_inputs(text, audio, products)
 
 
 def labels(fold, split):
