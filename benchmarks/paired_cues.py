@@ -54,7 +54,7 @@ Rows, all on the same folds, mean +- std over folds, overall UA and accuracy per
 - probes: a penalised LR (sklearn's default strength, fixed in advance) on the fixed representations mer's
   sides start from: the frozen MiniLM's mean-pooled sentence vector, the clip statistics (mer's own prosody
   statistics and the MFCC statistics), both in one LR, and a stacking LR on the two probes' log-probabilities
-  for actors they had not trained on. They bound what a linear fusion of those inputs gets.
+  for actors they had not trained on. They show what a linear fusion of those inputs gets.
   Classic rows and probes are fitted on each fold's train + validation parts (they select nothing), class
   weights balanced, as in benchmarks/real_corpora.py.
 """
@@ -334,8 +334,9 @@ def joint_lr(words=True, voice=True):
 
     TF-IDF rows have unit L2 norm; the standardised statistics are divided by sqrt(their dimension) so their
     rows have about unit norm too, and neither block drowns the other under the one penalty. That scaling is
-    also a penalty about 80 times stronger on the statistics than the plain MFCC row's, which alone is worth
-    several points on this corpus: the voice block alone, scaled so, is the part the concatenation adds to."""
+    also a stronger penalty: 81 statistics divided by 9 need 9 times the weights for the same fit, so under
+    TF-IDF's C=4 they are penalised about 20 times as hard as in the plain MFCC row (C=1), which alone is worth
+    points on this corpus. The voice block alone, scaled so, is the part the concatenation adds to."""
     def predict(fit, test, features):
         text_model = classic_model(text=True)
         vectorizer, classifier, scaler = text_model[0], text_model[-1], classic_model()[0]
