@@ -176,3 +176,16 @@ def test_probes_read_each_block_and_only_their_combination_passes_the_single_mod
     # Each single block sees one cue (at most 75 %); the combinations (one LR, two stackings) see both.
     assert 0.5 < words <= 0.8 and 0.5 < voice <= 0.8
     assert len(combinations) == 3 and min(combinations) > max(words, voice) + 0.05
+
+
+def test_work_dir_must_be_new_or_empty_so_no_kept_run_is_overwritten(tmp_path):
+    paired_cues.new_work_dir(tmp_path / "runs" / "a")  # created, parents too
+    assert (tmp_path / "runs" / "a").is_dir()
+    paired_cues.new_work_dir(tmp_path / "runs" / "a")  # still empty: fine
+    (tmp_path / "runs" / "a" / "paired_fold_0.csv").write_text("kept")
+    with pytest.raises(SystemExit, match="not an empty folder"):
+        paired_cues.new_work_dir(tmp_path / "runs" / "a")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit, match="not an empty folder"):
+        paired_cues.new_work_dir(tmp_path / "file")
+    assert (tmp_path / "runs" / "a" / "paired_fold_0.csv").read_text() == "kept"
