@@ -271,14 +271,23 @@ def demo_recipe(epochs):
     return [item for key, value in values.items() for item in (f"--{key}", str(value))]
 
 
+def mer_run_dir(work, row, fold):
+    """Where a mer row trains on one fold; a kept `--work_dir` holds it."""
+    return Path(work) / "mer" / slug(row) / f"fold_{fold}"
+
+
+def mer_model_dir(output_dir):
+    """The fold model (and its test_predictions.npz) that mer_logits's run leaves in output_dir."""
+    return experiment.fold_dir(seed_dir(output_dir, SEED), "full model", "given")
+
+
 def mer_logits(flags, manifest, output_dir, epochs, feature_cache):
     """Train mer on one fold manifest; its test logits in the manifest's test-row order."""
     data = ["--corpus", str(manifest), "--cv", "none", "--class_names", ",".join(CLASSES),
             "--max_audio_seconds", str(MAX_AUDIO_SECONDS), "--feature_cache_dir", str(feature_cache)]
     with contextlib.redirect_stdout(sys.stderr):  # the run's own tables and logs: stdout is for this table
         mer_scores([*data, *demo_recipe(epochs), *flags], output_dir, seeds=[SEED])
-    run_dir = seed_dir(output_dir, SEED)
-    saved = np.load(experiment.fold_dir(run_dir, "full model", "given") / "test_predictions.npz")
+    saved = np.load(mer_model_dir(output_dir) / "test_predictions.npz")
     return saved["logits"], saved["label_ids"]
 
 
@@ -339,17 +348,15 @@ def joint_lr(words=True, voice=True):
     points on this corpus. The voice block alone, scaled so, is the part the concatenation adds to."""
     def predict(fit, test, features):
         text_model = classic_model(text=True)
-        vectorizer, classifier, scaler = text_model[0], text_model[-1], classic_model()[0]
-        table = features["mfcc"]
-        statistics = {name: np.stack([table[path] for path in part["path"]]) for name, part in (("fit", fit), ("test", test))}
-        width = np.sqrt(statistics["fit"].shape[1])
+        vectorizer, classifier = text_model[0], text_model[-1]
         fitted, tested = [], []
         if words:
             fitted.append(vectorizer.fit_transform(fit["text"]))
             tested.append(vectorizer.transform(test["text"]))
         if voice:
-            fitted.append(csr_matrix(scaler.fit_transform(statistics["fit"]) / width))
-            tested.append(csr_matrix(scaler.transform(statistics["test"]) / width))
+            statistics = feature_blocks(fit, test, features, ["mfcc"])
+            fitted.append(csr_matrix(statistics[0]))
+            tested.append(csr_matrix(statistics[1]))
         return classifier.fit(hstack(fitted).tocsr(), fit["label"]).predict(hstack(tested).tocsr())
     return predict
 
@@ -483,7 +490,7 @@ def run(args, work):
             elif row in MER_ROWS:
                 flags = [*MER_ROWS[row], *args.mer_flags.split()]
                 logits.setdefault(row, {})[fold], label_ids = mer_logits(
-                    flags, manifests[fold], work / "mer" / slug(row) / f"fold_{fold}", args.epochs, work / "feature_cache")
+                    flags, manifests[fold], mer_run_dir(work, row, fold), args.epochs, work / "feature_cache")
                 # The saved rows must be the manifest's test rows, in order: the label ids say so.
                 if not np.array_equal(np.asarray(CLASSES)[label_ids], test["label"]):
                     raise RuntimeError(f"{row}, fold {fold}: test_predictions.npz is not in the manifest's row order")

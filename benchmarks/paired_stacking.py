@@ -77,13 +77,12 @@ def collect(work_dirs):
             frame = pd.read_csv(manifest)
             folds[fold] = {"cues": frame.loc[frame["split"] == "test", "cue"].to_numpy()}
             for row in UNIMODAL:
-                run = Path(work) / "mer" / paired_cues.slug(row) / f"fold_{fold}"
-                found = list(run.glob("**/test_predictions.npz"))
-                if len(found) != 1:
+                model_dir = paired_cues.mer_model_dir(paired_cues.mer_run_dir(work, row, fold))
+                if not (model_dir / "test_predictions.npz").is_file():
                     rows = " ".join(paired_cues.slug(name) for name in UNIMODAL)
                     raise SystemExit(f"{work}: no kept {row!r} model for fold {fold}; run paired_cues.py with "
                                      f"--rows {rows} --work_dir {work}")
-                folds[fold][row] = split_logits(found[0].parent, manifest)
+                folds[fold][row] = split_logits(model_dir, manifest)
     if not folds:
         raise SystemExit(f"no paired_fold_*.csv in {work_dirs}: pass folders written by paired_cues.py --work_dir")
     return folds
